@@ -1,0 +1,213 @@
+"""AlexNet as PAPER.md's architecture table describes it (Krizhevsky et al. 2012, Section 3).
+
+One line per learned layer, named as the paper names them. The two GPU towers are grouped
+convolutions (`feature_group_count=towers`): channels [0, C/2) are tower 1, [C/2, C) tower 2.
+conv2, conv4 and conv5 see only their own tower; conv3 and the fully connected layers see both.
+
+The parameter tree is a contract that checkpoints and notebooks rely on: `conv1` ... `conv5`,
+`fc6` ... `fc8`, each holding exactly one `kernel` (Flax layout, grouped shape) and one `bias`.
+"""
+
+from typing import Callable, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# Section 3.1: biases are 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere.
+_BIAS_ONE = frozenset({'conv2', 'conv4', 'conv5', 'fc6', 'fc7'})
+
+
+def local_response_norm(x: jax.Array, *, groups: int, k: float, n: int, alpha: float,
+                        beta: float) -> jax.Array:
+  """Section 3.3: b_i = a_i / (k + alpha * sum_{|j-i| <= n/2} a_j^2) ** beta, over channels.
+
+  The window never crosses a tower boundary (each group of C/groups channels is normalized on
+  its own) and alpha multiplies the plain sum, as in the paper (not alpha / n, as in Caffe).
+  Computed in float32 whatever the input dtype.
+  """
+  *batch, c = x.shape
+  a = x.astype(jnp.float32).reshape(*batch, groups, c // groups)
+  sq = jnp.square(a)
+  half = n // 2
+  padded = jnp.pad(sq, [(0, 0)] * (sq.ndim - 1) + [(half, half)])
+  # Sum of the n shifted copies: a windowed sum along the channel axis, zero outside the tower.
+  window_sum = sum(padded[..., j:j + sq.shape[-1]] for j in range(2 * half + 1))
+  b = a * (k + alpha * window_sum) ** -beta
+  return b.reshape(x.shape).astype(x.dtype)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
+          groups: int = 1) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), [(padding, padding)] * 2,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                      feature_group_count=groups)
+
+
+def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """A VALID convolution with stride s as a stride-1 convolution over s x s pixel blocks.
+
+  The k x k kernel is zero-padded to a multiple of s and folded the same way, so the result is
+  the strided convolution exactly; XLA:CPU runs conv1 (11x11, stride 4, 3 channels) several
+  times faster in this form.
+  """
+  n, h, w, c = x.shape
+  k = kernel.shape[0]
+  kb = -(-k // stride)                                   # kernel size in blocks
+  hb, wb = (h - k) // stride + kb, (w - k) // stride + kb  # input size in blocks
+  x = x[:, :hb * stride, :wb * stride]
+  x = jnp.pad(x, ((0, 0), (0, hb * stride - x.shape[1]), (0, wb * stride - x.shape[2]), (0, 0)))
+  x = x.reshape(n, hb, stride, wb, stride, c).transpose(0, 1, 3, 2, 4, 5)
+  x = x.reshape(n, hb, wb, stride * stride * c)
+  kernel = jnp.pad(kernel, ((0, kb * stride - k), (0, kb * stride - k), (0, 0), (0, 0)))
+  kernel = kernel.reshape(kb, stride, kb, stride, c, -1).transpose(0, 2, 1, 3, 4, 5)
+  return _conv(x, kernel.reshape(kb, kb, stride * stride * c, -1))
+
+
+class TowerConv(nn.Module):
+  """A convolution whose kernels are split into `towers` groups that each see only their own
+  tower's input channels, with nn.Conv's parameters: `kernel` (kh, kw, C_in / towers, C_out)
+  and `bias`.
+
+  `split=True` computes one ordinary convolution per tower and concatenates them, which is the
+  same mathematics as `feature_group_count=towers` and several times faster on XLA:CPU;
+  `space_to_depth=True` computes a strided ungrouped convolution as `space_to_depth_conv`.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 0
+  towers: int = 1
+  split: bool = True
+  space_to_depth: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init,
+                        (k, k, x.shape[-1] // self.towers, self.features), jnp.float32)
+    bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.towers > 1 and self.split:
+      y = jnp.concatenate([_conv(xt, kt, self.stride, self.padding)
+                           for xt, kt in zip(jnp.split(x, self.towers, axis=-1),
+                                             jnp.split(kernel, self.towers, axis=-1))], axis=-1)
+    elif self.stride > 1 and self.towers == 1 and self.space_to_depth:
+      pad = self.padding
+      y = space_to_depth_conv(jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))), kernel,
+                              self.stride)
+    else:
+      y = _conv(x, kernel, self.stride, self.padding, self.towers)
+    return y + bias.astype(self.dtype)
+
+
+class AlexNet(nn.Module):
+  """The network of Krizhevsky, Sutskever and Hinton (2012), with its ablations as fields.
+
+  Attributes:
+    num_classes: output classes (1000 for ILSVRC).
+    towers: 2 is the paper's two-GPU net (grouped conv2/4/5, LRN within each tower); 1 is a
+      single tower.
+    conv_features: kernels in conv1..conv5 (paper: 96, 256, 384, 384, 256).
+    fc_features: units in fc6 and fc7 (paper: 4096).
+    width: multiplier on every conv and hidden FC layer's width (1.0 is the paper).
+    activation: 'relu' (paper, Section 3.1) or 'tanh' (the saturating baseline of Figure 1).
+    lrn: local response normalization after the ReLU of conv1 and conv2 (Section 3.3).
+    lrn_k, lrn_n, lrn_alpha, lrn_beta: its constants (paper: 2, 5, 1e-4, 0.75).
+    pool_window, pool_stride: max-pooling (paper: 3, 2, overlapping; Section 3.4).
+    conv1_padding: 0 for the default 227x227 input; 2 for 224x224 (torchvision's reading).
+    dropout_rate: dropout on the outputs of fc6 and fc7 (paper: 0.5; Section 4.2).
+    init_scheme: 'paper' draws every kernel from N(0, init_std^2) and sets the biases to 0 or 1
+      (Section 5); 'he' scales each layer's Gaussian by its fan-in (He et al. 2015) with zero
+      biases, which trains narrow variants from the first step.
+    init_std: standard deviation of the zero-mean Gaussian for every kernel (paper: 0.01).
+    input_std: the input pixels' standard deviation that 'he' scales conv1 for (mean-subtracted
+      0-255 pixels: about 64).
+    input_scale: multiplies the images before conv1 (paper: 1, the network sees the centred
+      0-255 values themselves).
+    dtype: compute dtype (float32 or bfloat16); parameters are always float32.
+    split_towers: compute grouped convolutions tower by tower (faster on CPU) rather than with
+      `feature_group_count`; the mathematics and the parameters are the same.
+    space_to_depth: compute conv1 as a stride-1 convolution over 4x4 pixel blocks (faster on
+      CPU); again the same mathematics and parameters.
+  """
+  num_classes: int = 1000
+  towers: Literal[1, 2] = 2
+  conv_features: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256)
+  fc_features: int = 4096
+  width: float = 1.0
+  activation: Literal['relu', 'tanh'] = 'relu'
+  lrn: bool = True
+  lrn_k: float = 2.0
+  lrn_n: int = 5
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+  pool_window: int = 3
+  pool_stride: int = 2
+  conv1_padding: int = 0
+  dropout_rate: float = 0.5
+  init_scheme: Literal['paper', 'he'] = 'paper'
+  init_std: float = 0.01
+  input_std: float = 64.0
+  input_scale: float = 1.0
+  dtype: jnp.dtype = jnp.float32
+  split_towers: bool = True
+  space_to_depth: bool = True
+
+  def _features(self, n: int) -> int:
+    return max(self.towers, round(n * self.width))
+
+  def _kernel_init(self, input_std: float = 1.0):
+    if self.init_scheme == 'he':
+      return nn.initializers.variance_scaling(2.0 / input_std**2, 'fan_in', 'normal')
+    return nn.initializers.normal(self.init_std)
+
+  def _bias_init(self, name):
+    one = self.init_scheme == 'paper' and name in _BIAS_ONE
+    return nn.initializers.constant(1.0 if one else 0.0)
+
+  def _conv(self, name, kernel, stride=1, padding=0, groups=1):
+    index = int(name[-1]) - 1
+    return TowerConv(self._features(self.conv_features[index]), kernel, stride, padding, groups,
+                     split=self.split_towers, space_to_depth=self.space_to_depth,
+                     kernel_init=self._kernel_init(
+                         self.input_std * self.input_scale if name == 'conv1' else 1.0),
+                     bias_init=self._bias_init(name), dtype=self.dtype, name=name)
+
+  def _dense(self, name, features):
+    return nn.Dense(features, kernel_init=self._kernel_init(),
+                    bias_init=self._bias_init(name),
+                    dtype=self.dtype, param_dtype=jnp.float32, name=name)
+
+  @nn.compact
+  def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
+    """Maps NHWC float images (mean-subtracted, 0-255 scale) to float32 logits."""
+    act = {'relu': nn.relu, 'tanh': jnp.tanh}[self.activation]
+    t = self.towers
+
+    def norm(x):
+      if not self.lrn:
+        return x
+      return local_response_norm(x, groups=t, k=self.lrn_k, n=self.lrn_n, alpha=self.lrn_alpha,
+                                 beta=self.lrn_beta)
+
+    def pool(x):
+      return nn.max_pool(x, (self.pool_window,) * 2, (self.pool_stride,) * 2)
+
+    x = (images * self.input_scale if self.input_scale != 1.0 else images).astype(self.dtype)
+    x = pool(norm(act(self._conv('conv1', 11, 4, self.conv1_padding)(x))))      # 55 -> 27
+    x = pool(norm(act(self._conv('conv2', 5, padding=2, groups=t)(x))))         # 27 -> 13
+    x = act(self._conv('conv3', 3, padding=1)(x))                               # both towers
+    x = act(self._conv('conv4', 3, padding=1, groups=t)(x))
+    x = pool(act(self._conv('conv5', 3, padding=1, groups=t)(x)))              # 13 -> 6
+    x = x.reshape(x.shape[0], -1)                                               # 6*6*256 = 9216
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(self._dense('fc6', self._features(self.fc_features))(x)))
+    x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(self._dense('fc7', self._features(self.fc_features))(x)))
+    return self._dense('fc8', self.num_classes)(x).astype(jnp.float32)
+
+
+def count_params(params) -> int:
+  return sum(p.size for p in jax.tree_util.tree_leaves(params))

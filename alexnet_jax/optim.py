@@ -1,0 +1,97 @@
+"""The paper's optimizer and learning-rate policies (Krizhevsky et al. 2012, Section 5).
+
+Update rule, with the learning rate eps *inside* the momentum buffer:
+
+    v <- 0.9 v - 0.0005 eps w - eps dL/dw
+    w <- w + v
+
+`optax.sgd(momentum=...)` scales by eps after the trace instead; the two agree while eps is
+constant and differ after every learning-rate drop.
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def kernels_only(params) -> Any:
+  """Weight-decay mask: True for every `kernel` leaf (cuda-convnet decayed weights, not biases)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+
+
+def paper_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
+              weight_decay: float = 5e-4, decay_biases: bool = False
+              ) -> optax.GradientTransformation:
+  """SGD with momentum and weight decay exactly as Section 5's update rule.
+
+  Args:
+    learning_rate: eps, a float or an optax schedule of the step count.
+    momentum: the momentum coefficient (paper: 0.9).
+    weight_decay: the decay coefficient (paper: 0.0005).
+    decay_biases: the paper does not say; default False decays kernels only.
+  """
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernels_only),
+      optax.scale_by_learning_rate(learning_rate),  # -eps (g + wd w): eps enters before the trace
+      optax.trace(decay=momentum, nesterov=False),  # v <- momentum v + that; the update is v
+  )
+
+
+def create(base_lr: float, momentum: float, weight_decay: float, decay_biases: bool
+           ) -> optax.GradientTransformation:
+  """paper_sgd with the learning rate as a hyperparameter the training loop can change."""
+  return optax.inject_hyperparams(paper_sgd, static_args=('decay_biases',))(
+      learning_rate=base_lr, momentum=momentum, weight_decay=weight_decay,
+      decay_biases=decay_biases)
+
+
+def get_lr(opt_state) -> jax.Array:
+  return opt_state.hyperparams['learning_rate']
+
+
+def set_lr(opt_state, lr: float):
+  hyperparams = dict(opt_state.hyperparams)
+  hyperparams['learning_rate'] = jnp.asarray(lr, dtype=jnp.asarray(get_lr(opt_state)).dtype)
+  return opt_state._replace(hyperparams=hyperparams)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning-rate policies. Each is a pure function of plain numbers, so that its state can be
+# stored in a checkpoint and a resumed run makes the same decisions as an uninterrupted one.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PlateauState:
+  """Bookkeeping of the paper's policy: the best validation error at the current rate."""
+  lr: float
+  best_err: float = float('inf')
+  evals_since_best: int = 0
+  drops: int = 0
+
+
+def plateau_update(state: PlateauState, val_err: float, *, patience: int, factor: float,
+                   max_drops: int, min_delta: float) -> PlateauState:
+  """Section 5: divide the rate by 10 when the validation error stops improving at it.
+
+  An evaluation improves if it beats the best error at the current rate by more than
+  `min_delta`; after `patience` evaluations without improvement the rate is multiplied by
+  `factor`, at most `max_drops` times (the paper: three).
+  """
+  if val_err < state.best_err - min_delta:
+    return dataclasses.replace(state, best_err=val_err, evals_since_best=0)
+  waited = state.evals_since_best + 1
+  if waited < patience or state.drops >= max_drops:
+    return dataclasses.replace(state, evals_since_best=waited)
+  # The error to beat is reset with the rate: "stopped improving *with the current rate*".
+  return PlateauState(lr=state.lr * factor, best_err=val_err, evals_since_best=0,
+                      drops=state.drops + 1)
+
+
+def step_lr(base_lr: float, epoch: int, drop_epochs: tuple[int, ...], factor: float) -> float:
+  """A reproducible stand-in for the plateau rule: multiply by `factor` at each given epoch."""
+  return base_lr * factor ** sum(epoch >= e for e in drop_epochs)

@@ -1,0 +1,227 @@
+"""Training and evaluation, top to bottom: input, model and state, the steps, the loop.
+
+`train_step(state, batch, rng)` and `eval_step(state, batch)` are pure functions, jitted once;
+`train_and_evaluate(config, workdir)` is the loop around them: periodic evaluation, the paper's
+learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes from.
+"""
+
+import dataclasses
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from flax.training import train_state
+
+from alexnet_jax import checkpointing, config_check, data, input_pipeline, optim, stats
+from alexnet_jax.errors import UserError
+from alexnet_jax.metric_writer import MetricWriter
+from alexnet_jax.model import AlexNet
+
+
+class TrainState(train_state.TrainState):
+  """step, params and opt_state (the learning rate lives in opt_state.hyperparams)."""
+
+
+def create_model(model_config: ml_collections.ConfigDict) -> AlexNet:
+  fields = dict(model_config)
+  fields['conv_features'] = tuple(fields['conv_features'])
+  fields['dtype'] = jnp.dtype(fields['dtype'])
+  return AlexNet(**fields)
+
+
+def create_train_state(rng: jax.Array, model: AlexNet, image_size: int,
+                       optim_config: ml_collections.ConfigDict) -> TrainState:
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
+  tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
+                    optim_config.decay_biases)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps.
+# ---------------------------------------------------------------------------------------------
+
+
+def _error_counts(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-example top-1 and top-5 errors (1.0 where the label is not among the top k)."""
+  k = min(5, logits.shape[-1])
+  top = jax.lax.top_k(logits, k)[1]
+  hit = top == labels[:, None]
+  return 1.0 - hit[:, 0].astype(jnp.float32), 1.0 - hit.any(-1).astype(jnp.float32)
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+  """One SGD step on a batch: softmax cross-entropy averaged over the batch (Section 5)."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits = state.apply_fn({'params': params}, batch['image'], train=True,
+                            rngs={'dropout': dropout_rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+    return loss, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  top1, top5 = _error_counts(logits, batch['label'])
+  metrics = {'loss': loss, 'top1_err': top1.mean(), 'top5_err': top5.mean(),
+             'lr': optim.get_lr(state.opt_state)}
+  return state.apply_gradients(grads=grads), metrics
+
+
+def eval_step(state: TrainState, batch: dict) -> dict:
+  """Sums of loss and errors over the batch's real examples (`mask` marks padding with 0)."""
+  logits = state.apply_fn({'params': state.params}, batch['image'], train=False)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+  top1, top5 = _error_counts(logits, batch['label'])
+  mask = batch['mask']
+  return {'loss': (loss * mask).sum(), 'top1_err': (top1 * mask).sum(),
+          'top5_err': (top5 * mask).sum(), 'count': mask.sum()}
+
+
+def pad_batch(batch: dict, size: int) -> dict:
+  """Pads a short final batch to `size` so every eval batch has one shape; adds `mask`."""
+  n = len(batch['label'])
+  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
+            for k, v in batch.items()}
+  padded['mask'] = (np.arange(size) < n).astype(np.float32)
+  return padded
+
+
+def evaluate(p_eval_step, state: TrainState, eval_ds, batch_size: int) -> dict:
+  """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set."""
+  start, sums = time.perf_counter(), None
+  for batch in eval_ds:
+    out = p_eval_step(state, jax.device_put(pad_batch(batch, batch_size)))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  sums = jax.device_get(sums)
+  n = float(sums.pop('count'))
+  metrics = {k: float(v) / n for k, v in sums.items()}
+  metrics['images_per_sec'] = n / (time.perf_counter() - start)
+  return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+# ---------------------------------------------------------------------------------------------
+
+
+def _lr_for_policy(o: ml_collections.ConfigDict, policy: optim.PlateauState, epoch: int) -> float:
+  if o.lr_policy == 'step':
+    return optim.step_lr(o.base_lr, epoch, tuple(o.step_epochs), o.lr_factor)
+  return policy.lr  # 'plateau' moves policy.lr after evaluations; 'constant' never does
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains per `config`, writing metrics and checkpoints to `workdir`; returns final metrics."""
+  config_check.validate(config)
+  is_main = jax.process_index() == 0
+
+  # --- Input ----------------------------------------------------------------------------------
+  train_src = data.train_source(config.data)
+  eval_src = data.eval_source(config.data, train_src.class_names)
+  if len(train_src.class_names) != config.model.num_classes:
+    raise UserError(f'The training folder {train_src.root!r} has {len(train_src.class_names)} '
+                    f'classes but config field model.num_classes = {config.model.num_classes}. '
+                    f'Set --config.model.num_classes={len(train_src.class_names)} or point '
+                    'data.train_dir at the intended dataset.')
+  if config.batch_size % jax.process_count():
+    raise UserError(f'Config field batch_size = {config.batch_size} does not split over '
+                    f'{jax.process_count()} processes; use a multiple of the process count.')
+  norm = stats.load_or_compute(train_src, config.data)
+  local_batch = config.batch_size // jax.process_count()
+  d = config.data
+  train_iter = iter(input_pipeline.train_dataset(
+      train_src, norm, batch_size=local_batch, seed=config.seed, resize=d.resize_size,
+      crop=d.crop_size, flip=d.flip, lighting_std=d.lighting_std,
+      lighting_scale=d.lighting_scale, workers=d.workers,
+      threads=d.threads))
+  eval_ds = input_pipeline.eval_dataset(eval_src, norm, batch_size=local_batch,
+                                        resize=d.resize_size, crop=d.crop_size,
+                                        workers=d.workers, threads=d.threads)
+  steps_per_epoch = max(1, len(train_src) // config.batch_size)
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else config.num_epochs * steps_per_epoch)
+  eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps
+  logging.info('train: %r; eval: %r; %d steps per epoch, %d steps', train_src, eval_src,
+               steps_per_epoch, total_steps)
+
+  # --- Model and train state ------------------------------------------------------------------
+  init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
+  model = create_model(config.model)
+  state = create_train_state(init_rng, model, d.crop_size, config.optim)
+  policy = optim.PlateauState(lr=config.optim.base_lr)
+
+  # --- Checkpoints: resume from the newest one in the workdir -----------------------------------
+  mgr = checkpointing.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+  if (latest := mgr.latest_step()) is not None:
+    checkpointing.check_compatible(checkpointing.saved_config(mgr, latest), config, workdir)
+    state, meta = checkpointing.restore(mgr, latest, state, train_iter)
+    policy = optim.PlateauState(**meta['lr_policy'])
+    logging.info('Resumed from step %d in %s', latest, workdir)
+
+  def meta():
+    return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names}
+
+  p_train_step = jax.jit(train_step, donate_argnums=0)
+  p_eval_step = jax.jit(eval_step)
+  writer = MetricWriter(workdir, enabled=is_main)
+  step = int(state.step)
+  final = {}
+
+  # --- Loop -----------------------------------------------------------------------------------
+  history, interval_start, interval_step = [], time.perf_counter(), step
+  with tqdm.tqdm(total=total_steps, initial=step, desc='train', unit='step',
+                 disable=None if is_main else True) as bar:
+    while step < total_steps:
+      lr = _lr_for_policy(config.optim, policy, step // steps_per_epoch)
+      if lr != float(optim.get_lr(state.opt_state)):
+        state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
+      batch = jax.device_put(next(train_iter))
+      state, metrics = p_train_step(state, batch, dropout_rng)
+      history.append(metrics)
+      step += 1
+      bar.update()
+
+      if step % config.log_every_steps == 0 or step == total_steps:
+        train_metrics = {k: float(np.mean(v)) for k, v in
+                         jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *history)).items()}
+        if not np.isfinite(train_metrics['loss']):
+          raise UserError(f'Training diverged: the loss became {train_metrics["loss"]} by step '
+                          f'{step}. Lower optim.base_lr (now {config.optim.base_lr}) or check '
+                          'the input statistics; the last good checkpoint is kept in '
+                          f'{workdir}/checkpoints.')
+        elapsed = time.perf_counter() - interval_start
+        train_metrics['images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
+        writer.write('train', step, step / steps_per_epoch, train_metrics)
+        bar.set_postfix(loss=f'{train_metrics["loss"]:.3f}', lr=f'{train_metrics["lr"]:.2g}')
+        final['train'] = train_metrics
+        history, interval_start, interval_step = [], time.perf_counter(), step
+
+      if step % eval_every == 0 or step == total_steps:
+        val = evaluate(p_eval_step, state, eval_ds, local_batch)
+        val['lr'] = float(optim.get_lr(state.opt_state))
+        writer.write('val', step, step / steps_per_epoch, val)
+        final['val'] = val
+        if config.optim.lr_policy == 'plateau':
+          policy = optim.plateau_update(
+              policy, val['top1_err'], patience=config.optim.plateau_patience,
+              factor=config.optim.lr_factor, max_drops=config.optim.max_lr_drops,
+              min_delta=config.optim.plateau_min_delta)
+        interval_start = time.perf_counter()  # evaluation time is not training throughput
+
+      if mgr.should_save(step) or step == total_steps:
+        checkpointing.save(mgr, step, state, config, meta(), train_iter,
+                           force=step == total_steps)
+
+  mgr.wait_until_finished()
+  mgr.close()
+  writer.close()
+  if hasattr(train_iter, 'close'):
+    train_iter.close()
+  return final

@@ -1,0 +1,82 @@
+"""The paper's recipe (PAPER.md), field by field. Other configs start here and change a few.
+
+Where the paper leaves a choice open, the field holds PAPER.md's documented default and says so.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = 'default'
+  c.seed = 0
+
+  # Section 3: the network. Fields mirror alexnet_jax.model.AlexNet.
+  c.model = m = ml_collections.ConfigDict()
+  m.num_classes = 1000
+  m.towers = 2                  # the two-GPU net: grouped conv2/4/5, LRN within each tower
+  m.conv_features = (96, 256, 384, 384, 256)
+  m.fc_features = 4096
+  m.width = 1.0
+  m.activation = 'relu'         # 'relu' | 'tanh'
+  m.lrn = True
+  m.lrn_k = 2.0
+  m.lrn_n = 5
+  m.lrn_alpha = 1e-4            # PAPER.md default: multiplies the plain sum (not alpha / n)
+  m.lrn_beta = 0.75
+  m.pool_window = 3             # overlapping pooling, z = 3, s = 2
+  m.pool_stride = 2
+  m.conv1_padding = 0           # PAPER.md default: 227x227 input, no padding (224 needs 2)
+  m.dropout_rate = 0.5
+  m.init_scheme = 'paper'        # 'paper': every kernel N(0, init_std^2) | 'he': fan-in scaled
+  m.init_std = 0.01
+  m.input_std = 64.0             # pixel std that init_scheme='he' scales conv1 for
+  m.input_scale = 1.0           # images are multiplied by this first (paper: raw 0-255 values)
+  m.dtype = 'float32'           # compute dtype: 'float32' | 'bfloat16'
+  m.split_towers = True         # grouped convs as one conv per tower (same maths, faster on CPU)
+  m.space_to_depth = True       # conv1 over 4x4 pixel blocks (same maths, faster on CPU)
+
+  # Sections 2 and 4.1: the data and its augmentation.
+  c.data = d = ml_collections.ConfigDict()
+  d.source = 'imagefolder'      # 'imagefolder' | 'demo'
+  d.train_dir = ''
+  d.val_dir = ''
+  d.resize_size = 256           # shorter side -> 256, central 256x256 patch
+  d.crop_size = 227             # PAPER.md default: 227 (224 with model.conv1_padding = 2)
+  d.flip = True
+  d.lighting_std = 0.1          # PCA lighting, alpha ~ N(0, 0.1); 0 turns it off
+  # 'sqrt': scale alpha_i by sqrt(lambda_i), the std along each principal axis (default, as
+  # public AlexNet code does); 'eigval': by lambda_i itself, the text read literally, which on
+  # 0-255 pixels shifts colours by hundreds of levels (see transforms.lighting_shift).
+  d.lighting_scale = 'sqrt'
+  d.stats_max_images = 0        # images sampled for the mean image and PCA; 0 = all
+  d.stats_seed = 0
+  d.cache_dir = '~/.cache/alexnet_jax'
+  d.workers = 0                 # Grain worker processes (0: decode in threads of this process)
+  d.threads = 8                 # Grain reading threads per process
+  d.demo_dir = '~/.cache/alexnet_jax/demo_shapes'
+  d.demo_train_per_class = 0
+  d.demo_val_per_class = 0
+  d.demo_image_size = 0
+
+  # Section 5: the optimizer and the learning-rate policy.
+  c.optim = o = ml_collections.ConfigDict()
+  o.base_lr = 0.01
+  o.momentum = 0.9
+  o.weight_decay = 5e-4
+  o.decay_biases = False        # PAPER.md default: weight decay on kernels only
+  o.lr_policy = 'plateau'       # 'plateau' (the paper) | 'step' (fixed epochs) | 'constant'
+  o.lr_factor = 0.1             # "divided by 10"
+  o.plateau_patience = 3        # evaluations without improvement before a drop (not in the paper)
+  o.plateau_min_delta = 0.0     # an improvement must beat the best error by more than this
+  o.max_lr_drops = 3            # "reduced three times prior to termination"
+  o.step_epochs = (30, 60, 80)  # for lr_policy = 'step'
+
+  c.batch_size = 128
+  c.num_epochs = 90
+  c.num_train_steps = -1        # > 0: stop after this many steps instead of num_epochs
+  c.eval_every_steps = -1       # -1: once per epoch (the plateau rule evaluates per epoch)
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 2000
+  c.keep_checkpoints = 3
+  return c

@@ -1,0 +1,25 @@
+"""The paper's model and recipe on Imagenette: 10 ImageNet classes, 9,469 training JPEGs.
+
+    python -m alexnet_jax.main --config=configs/imagenette.py --workdir=runs/imagenette \
+        --config.data.train_dir=../shared/data/imagenette/train \
+        --config.data.val_dir=../shared/data/imagenette/val
+
+Everything is PAPER.md's except the 10-way output layer. Results are in experiments/README.md.
+"""
+
+import os
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.name = 'imagenette'
+  config.model.num_classes = 10
+  root = os.environ.get('IMAGENETTE_DIR', '../shared/data/imagenette')
+  config.data.train_dir = os.path.join(root, 'train')
+  config.data.val_dir = os.path.join(root, 'val')
+  config.eval_every_steps = -1
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 500
+  return config

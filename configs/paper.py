@@ -1,0 +1,22 @@
+"""The paper's full recipe on ILSVRC-2012: 90 epochs, batch 128, the two-tower network.
+
+    python -m alexnet_jax.main --config=configs/paper.py --workdir=runs/paper \
+        --config.data.train_dir=/data/imagenet/train --config.data.val_dir=/data/imagenet/val
+
+ImageNet is read as an ImageFolder tree (one folder per synset); with IMAGENET_DIR set, its
+train/ and val/ sub-folders are used. The paper: 5-6 days on two GTX 580s; 40.7% top-1 and
+18.2% top-5 validation error for one CNN (Table 2).
+"""
+
+import os
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.name = 'paper'
+  root = os.environ.get('IMAGENET_DIR', '~/data/imagenet')
+  config.data.train_dir = os.path.join(root, 'train')
+  config.data.val_dir = os.path.join(root, 'val')
+  return config
