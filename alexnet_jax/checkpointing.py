@@ -18,22 +18,22 @@ _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_bia
                'data.resize_size', 'data.crop_size', 'batch_size', 'seed')
 
 
-def manager(workdir: str, every_steps: int, keep: int) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=every_steps,
-                                         create=True)
+def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+  """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options,
                                item_names=('state', 'config', 'meta', 'data_iter'))
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
-         meta: dict, data_iter=None, force: bool = False) -> bool:
+         meta: dict, data_iter=None) -> bool:
   """Saves step `step`; `meta` is JSON (the LR policy's state, the class names)."""
   items = dict(state=ocp.args.StandardSave(state),
                config=ocp.args.JsonSave(json.loads(config.to_json())),
                meta=ocp.args.JsonSave(meta))
   if data_iter is not None:
     items['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
-  return mgr.save(step, args=ocp.args.Composite(**items), force=force)
+  return mgr.save(step, args=ocp.args.Composite(**items), force=True)  # the loop decides when
 
 
 def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:

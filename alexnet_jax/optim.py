@@ -20,7 +20,7 @@ import optax
 def kernels_only(params) -> Any:
   """Weight-decay mask: True for every `kernel` leaf (cuda-convnet decayed weights, not biases)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], 'key', None) == 'kernel', params)
+      lambda path, _: bool(path) and getattr(path[-1], 'key', None) == 'kernel', params)
 
 
 def paper_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,

@@ -158,7 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   policy = optim.PlateauState(lr=config.optim.base_lr)
 
   # --- Checkpoints: resume from the newest one in the workdir -----------------------------------
-  mgr = checkpointing.manager(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+  mgr = checkpointing.manager(workdir, config.keep_checkpoints)
   if (latest := mgr.latest_step()) is not None:
     checkpointing.check_compatible(checkpointing.saved_config(mgr, latest), config, workdir)
     state, meta = checkpointing.restore(mgr, latest, state, train_iter)
@@ -215,9 +215,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               min_delta=config.optim.plateau_min_delta)
         interval_start = time.perf_counter()  # evaluation time is not training throughput
 
-      if mgr.should_save(step) or step == total_steps:
-        checkpointing.save(mgr, step, state, config, meta(), train_iter,
-                           force=step == total_steps)
+      if step % config.checkpoint_every_steps == 0 or step == total_steps:
+        checkpointing.save(mgr, step, state, config, meta(), train_iter)
 
   mgr.wait_until_finished()
   mgr.close()

@@ -1,0 +1,64 @@
+"""An independent NumPy evaluation of PAPER.md's network, written from its table and formulas.
+
+It shares no code with alexnet_jax: convolutions are explicit sums over kernel offsets, LRN is
+the paper's sum written as a loop over channels, and the towers are handled by slicing.
+"""
+
+import numpy as np
+
+
+def conv(x, w, b, stride=1, pad=0, groups=1):
+  """x: (N, H, W, C); w: (kh, kw, C / groups, O). Cross-correlation, as every framework does."""
+  x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).astype(np.float64)
+  n, h, wd, c = x.shape
+  kh, kw, cg, o = w.shape
+  oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+  og = o // groups
+  out = np.zeros((n, oh, ow, o))
+  for g in range(groups):
+    xs = x[..., g * cg:(g + 1) * cg]
+    ws = w[..., g * og:(g + 1) * og].astype(np.float64)
+    for i in range(kh):
+      for j in range(kw):
+        patch = xs[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+        out[..., g * og:(g + 1) * og] += patch @ ws[i, j]
+  return out + b
+
+
+def lrn(a, k=2.0, n=5, alpha=1e-4, beta=0.75, towers=2):
+  """b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2)^beta within a tower."""
+  out = np.empty_like(a, dtype=np.float64)
+  size = a.shape[-1] // towers
+  for t in range(towers):
+    for i in range(size):
+      lo, hi = max(0, i - n // 2), min(size - 1, i + n // 2)
+      s = (a[..., t * size + lo:t * size + hi + 1].astype(np.float64) ** 2).sum(-1)
+      out[..., t * size + i] = a[..., t * size + i] / (k + alpha * s) ** beta
+  return out
+
+
+def maxpool(x, z=3, s=2):
+  n, h, w, c = x.shape
+  oh, ow = (h - z) // s + 1, (w - z) // s + 1
+  out = np.full((n, oh, ow, c), -np.inf)
+  for i in range(z):
+    for j in range(z):
+      out = np.maximum(out, x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s])
+  return out
+
+
+def forward(params, images, conv1_padding=0, towers=2, act=lambda v: np.maximum(v, 0)):
+  """Logits of the network at test time (dropout off), PAPER.md's table row by row."""
+  p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
+  x = images.astype(np.float64)
+  x = maxpool(lrn(act(conv(x, p['conv1']['kernel'], p['conv1']['bias'], 4, conv1_padding)),
+                  towers=towers))
+  x = maxpool(lrn(act(conv(x, p['conv2']['kernel'], p['conv2']['bias'], 1, 2, towers)),
+                  towers=towers))
+  x = act(conv(x, p['conv3']['kernel'], p['conv3']['bias'], 1, 1))
+  x = act(conv(x, p['conv4']['kernel'], p['conv4']['bias'], 1, 1, towers))
+  x = maxpool(act(conv(x, p['conv5']['kernel'], p['conv5']['bias'], 1, 1, towers)))
+  x = x.reshape(len(x), -1)
+  x = act(x @ p['fc6']['kernel'] + p['fc6']['bias'])
+  x = act(x @ p['fc7']['kernel'] + p['fc7']['bias'])
+  return x @ p['fc8']['kernel'] + p['fc8']['bias']

@@ -1,0 +1,35 @@
+"""The command line: wrong input gets one paragraph naming the problem, and no traceback."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, env=None):
+  return subprocess.run([sys.executable, '-m', 'alexnet_jax.main', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize('flag,field', [
+    ('--config.model.activation=sigmoid', 'model.activation'),
+    ('--config.data.crop_size=300', 'data.crop_size'),
+    ('--config.optim.momentum=1.5', 'optim.momentum'),
+    ('--config.model.towers=3', 'model.towers'),
+])
+def test_bad_config_value_names_the_field(tmp_path, flag, field):
+  result = _run('--config=configs/demo.py', f'--workdir={tmp_path}', flag)
+  assert result.returncode != 0
+  assert field in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_paper_config_without_imagenet_says_where_it_looked(tmp_path):
+  result = _run('--config=configs/paper.py', f'--workdir={tmp_path}',
+                env={'IMAGENET_DIR': str(tmp_path / 'nowhere')})
+  assert result.returncode != 0
+  assert str(tmp_path / 'nowhere' / 'train') in result.stderr
+  assert '--config.data.train_dir' in result.stderr and 'Traceback' not in result.stderr

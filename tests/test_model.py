@@ -1,0 +1,146 @@
+"""The network against PAPER.md: parameter tree, count, initialization, LRN and logits."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax.model import AlexNet, count_params, local_response_norm
+from tests import numpy_alexnet
+
+PAPER_SHAPES = {
+    'conv1': (11, 11, 3, 96), 'conv2': (5, 5, 48, 256), 'conv3': (3, 3, 256, 384),
+    'conv4': (3, 3, 192, 384), 'conv5': (3, 3, 192, 256), 'fc6': (9216, 4096),
+    'fc7': (4096, 4096), 'fc8': (4096, 1000),
+}
+
+
+def _shapes(model, size):
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                                train=False))
+  return variables['params']
+
+
+@pytest.mark.parametrize('size,padding', [(227, 0), (224, 2)])
+def test_parameter_tree_and_count(size, padding):
+  params = _shapes(AlexNet(conv1_padding=padding), size)
+  assert list(params) == list(PAPER_SHAPES)
+  for name, shape in PAPER_SHAPES.items():
+    assert set(params[name]) == {'kernel', 'bias'}
+    assert params[name]['kernel'].shape == shape
+    assert params[name]['bias'].shape == (shape[-1],)
+    assert params[name]['kernel'].dtype == jnp.float32
+  assert count_params(params) == 60_965_224
+
+
+def test_spatial_sizes_follow_the_paper():
+  model = AlexNet()
+  _, state = jax.eval_shape(lambda: model.init_with_output(
+      jax.random.key(0), jnp.zeros((1, 227, 227, 3)), train=False,
+      capture_intermediates=True))
+  inter = flax.core.unfreeze(state)['intermediates']
+  sides = [inter[n]['__call__'][0].shape[1] for n in ('conv1', 'conv2', 'conv3', 'conv5')]
+  assert sides == [55, 27, 13, 13]
+  assert inter['fc6']['__call__'][0].shape == (1, 4096)
+
+
+def test_initialization_is_the_papers():
+  params = AlexNet().init(jax.random.key(0), jnp.zeros((1, 227, 227, 3)), train=False)['params']
+  for name in PAPER_SHAPES:
+    kernel = np.asarray(params[name]['kernel'])
+    assert abs(kernel.mean()) < 1e-3, name
+    assert kernel.std() == pytest.approx(0.01, rel=0.05 if kernel.size > 1e5 else 0.1), name
+    expected_bias = 1.0 if name in ('conv2', 'conv4', 'conv5', 'fc6', 'fc7') else 0.0
+    np.testing.assert_array_equal(np.asarray(params[name]['bias']), expected_bias)
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_lrn_matches_the_papers_formula(groups):
+  a = np.random.default_rng(0).normal(0, 30, size=(2, 3, 3, 16)).astype(np.float32)
+  expected = numpy_alexnet.lrn(a, k=2.0, n=5, alpha=1e-4, beta=0.75, towers=groups)
+  got = local_response_norm(jnp.asarray(a), groups=groups, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
+
+
+def test_lrn_never_mixes_the_towers():
+  # A large activation in tower 2's first channel must leave tower 1's last channel untouched,
+  # though it is its neighbour in the channel axis; within one tower it is divided.
+  a = np.ones((1, 1, 1, 8), np.float32)
+  b = a.copy()
+  b[..., 4] = 1000.0
+  towers = local_response_norm(jnp.asarray(b), groups=2, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  ref = local_response_norm(jnp.asarray(a), groups=2, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  assert towers[..., 3] == ref[..., 3]
+  assert towers[..., 5] < ref[..., 5]
+  single = local_response_norm(jnp.asarray(b), groups=1, k=2.0, n=5, alpha=1e-4, beta=0.75)
+  assert single[..., 3] < ref[..., 3]
+
+
+def test_lrn_alpha_multiplies_the_plain_sum():
+  a = np.full((1, 1, 1, 5), 10.0, np.float32)  # centre channel: 5 neighbours of 100 each
+  got = local_response_norm(jnp.asarray(a), groups=1, k=2.0, n=5, alpha=1e-2, beta=1.0)
+  assert float(got[0, 0, 0, 2]) == pytest.approx(10.0 / (2.0 + 1e-2 * 500.0))  # not alpha / n
+
+
+@pytest.mark.parametrize('split,s2d', [(True, True), (False, False)])
+def test_full_size_logits_match_an_independent_numpy_network(split, s2d):
+  model = AlexNet(split_towers=split, space_to_depth=s2d)
+  images = np.random.default_rng(1).normal(0, 60, size=(2, 227, 227, 3)).astype(np.float32)
+  params = model.init(jax.random.key(3), images[:1], train=False)['params']
+  # Larger weights than the paper's 0.01 so that every layer's signal matters in the logits.
+  params = jax.tree.map(lambda p: p * 3.0, params)
+  got = np.asarray(model.apply({'params': params}, images, train=False))
+  expected = numpy_alexnet.forward(jax.device_get(params), images)
+  np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize('towers,padding,size', [(1, 0, 67), (2, 2, 64)])
+def test_variant_logits_match_numpy(towers, padding, size):
+  model = AlexNet(num_classes=7, towers=towers, width=0.25, conv1_padding=padding,
+                  activation='tanh')
+  images = np.random.default_rng(2).normal(0, 60, size=(3, size, size, 3)).astype(np.float32)
+  params = model.init(jax.random.key(0), images[:1], train=False)['params']
+  params = jax.tree.map(lambda p: p * 5.0, params)
+  got = np.asarray(model.apply({'params': params}, images, train=False))
+  expected = numpy_alexnet.forward(jax.device_get(params), images, conv1_padding=padding,
+                                   towers=towers, act=np.tanh)
+  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_variants_are_fields_of_one_module():
+  x = jnp.zeros((1, 227, 227, 3))
+  no_lrn = AlexNet(lrn=False, pool_window=2, pool_stride=2)
+  params = _shapes(no_lrn, 227)
+  assert params['fc6']['kernel'].shape[0] == 6 * 6 * 256  # 55 -> 27 -> 13 -> 6 with 2/2 pools
+  one_tower = _shapes(AlexNet(towers=1, conv_features=(48, 128, 192, 192, 256)), 227)
+  assert one_tower['conv2']['kernel'].shape == (5, 5, 48, 128)
+  assert one_tower['conv4']['kernel'].shape == (3, 3, 192, 192)
+  wide = _shapes(AlexNet(width=0.5, num_classes=10), 227)
+  assert wide['conv1']['kernel'].shape == (11, 11, 3, 48)
+  assert wide['fc8']['kernel'].shape == (2048, 10)
+  del x
+
+
+def test_dropout_only_in_training():
+  model = AlexNet(num_classes=10, width=0.125)
+  x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (2, 67, 67, 3)), jnp.float32)
+  params = model.init(jax.random.key(0), x, train=False)['params']
+  params = jax.tree.map(lambda p: p * 5.0, params)
+  apply = lambda train, seed: model.apply({'params': params}, x, train=train,
+                                          rngs={'dropout': jax.random.key(seed)})
+  np.testing.assert_array_equal(apply(False, 0), apply(False, 1))
+  assert not np.allclose(apply(True, 0), apply(True, 1))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_logits():
+  x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (2, 67, 67, 3)), jnp.float32)
+  f32 = AlexNet(num_classes=10, width=0.25)
+  bf16 = AlexNet(num_classes=10, width=0.25, dtype=jnp.bfloat16)
+  params = bf16.init(jax.random.key(0), x, train=False)['params']
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  params = jax.tree.map(lambda p: p * 5.0, params)
+  a = f32.apply({'params': params}, x, train=False)
+  b = bf16.apply({'params': params}, x, train=False)
+  assert b.dtype == jnp.float32
+  np.testing.assert_allclose(b, a, rtol=0.05, atol=0.05 * float(jnp.abs(a).max()))

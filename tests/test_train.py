@@ -1,0 +1,116 @@
+"""The training loop on real JPEGs: learning, metrics, exact resume and checkpoint checks."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alexnet_jax import train
+from alexnet_jax.errors import CheckpointError, UserError
+from configs import demo
+from tests.conftest import small_config
+
+
+def _records(workdir, split):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r for r in map(json.loads, f) if r['split'] == split]
+
+
+def _params(workdir, step):
+  mgr = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state',))
+  return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state'][
+      'params']
+
+
+def test_short_run_loss_falls_and_metrics_are_logged(shapes_dir, tmp_path):
+  config = small_config(shapes_dir, str(tmp_path / 'cache'))
+  config.model.width = 0.25
+  config.num_train_steps = 40
+  config.log_every_steps = 10
+  config.eval_every_steps = 20
+  final = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  records = _records(tmp_path / 'run', 'train')
+  assert [r['step'] for r in records] == [10, 20, 30, 40]
+  assert records[-1]['loss'] < records[0]['loss'] - 0.3
+  for r in records + _records(tmp_path / 'run', 'val'):
+    assert {'step', 'epoch', 'split', 'loss', 'top1_err', 'top5_err', 'lr',
+            'images_per_sec'} <= set(r)
+  assert records[1]['epoch'] == pytest.approx(20 * 16 / 160)
+  assert final['val']['top1_err'] < 0.9
+  assert os.listdir(tmp_path / 'run' / 'tensorboard')
+
+
+def test_resumed_run_equals_uninterrupted_run(shapes_dir, tmp_path):
+  cache = str(tmp_path / 'cache')
+  whole = small_config(shapes_dir, cache)  # 6 steps, checkpoints at 3 and 6
+  train.train_and_evaluate(whole, str(tmp_path / 'whole'))
+
+  first_half = small_config(shapes_dir, cache)
+  first_half.num_train_steps = 3
+  train.train_and_evaluate(first_half, str(tmp_path / 'parts'))
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / 'parts', 3),
+               _params(tmp_path / 'whole', 3))
+  train.train_and_evaluate(small_config(shapes_dir, cache), str(tmp_path / 'parts'))
+
+  resumed, uninterrupted = _params(tmp_path / 'parts', 6), _params(tmp_path / 'whole', 6)
+  jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+  # Not trivially equal: training moved the parameters between the checkpoints.
+  assert not np.array_equal(_params(tmp_path / 'whole', 3)['fc8']['kernel'],
+                            uninterrupted['fc8']['kernel'])
+  # The metrics of the interval after the resume (steps 5 and 6) match as well.
+  last = lambda d: [r for r in _records(d, 'train') if r['step'] == 6]
+  assert last(tmp_path / 'parts')[0]['loss'] == last(tmp_path / 'whole')[0]['loss']
+
+
+def test_checkpoint_from_another_config_is_refused(shapes_dir, tmp_path):
+  config = small_config(shapes_dir, str(tmp_path / 'cache'))
+  config.num_train_steps = 3
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.model.width = 0.25
+  config.num_train_steps = 6
+  with pytest.raises(CheckpointError, match=r'model\.width: checkpoint 0\.125, config 0\.25'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  # Nothing was lost: the old checkpoint is still the newest.
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['3']
+
+
+def test_class_count_mismatch_is_explained(shapes_dir, tmp_path):
+  config = small_config(shapes_dir, str(tmp_path / 'cache'))
+  config.model.num_classes = 1000
+  with pytest.raises(UserError, match='has 10 classes but config field model.num_classes'):
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+
+
+def test_eval_step_ignores_padding():
+  model = train.create_model(small_config('/x', '/y').model)
+  state = train.create_train_state(jax.random.key(0), model, 67, small_config('/x', '/y').optim)
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.normal(0, 60, (5, 67, 67, 3)).astype(np.float32),
+           'label': rng.integers(0, 10, 5).astype(np.int32)}
+  padded = train.pad_batch(batch, 8)
+  assert padded['image'].shape[0] == 8 and padded['mask'].tolist() == [1] * 5 + [0] * 3
+  out = train.eval_step(state, padded)
+  logits = np.asarray(model.apply({'params': state.params}, batch['image'], train=False),
+                      np.float64)
+  logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+      - logits.max(1, keepdims=True)
+  assert float(out['count']) == 5
+  assert float(out['loss']) == pytest.approx(-logp[np.arange(5), batch['label']].sum(), rel=1e-4)
+  top5 = np.argsort(-logits, 1)[:, :5]
+  assert float(out['top1_err']) == (top5[:, 0] != batch['label']).sum()
+  assert float(out['top5_err']) == sum(l not in t for l, t in zip(batch['label'], top5))
+
+
+def test_demo_config_reaches_90_percent(tmp_path):
+  """The README's first command: the offline demo trains to >= 90% validation accuracy."""
+  config = demo.get_config()
+  config.data.demo_dir = str(tmp_path / 'demo_data')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  final = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert final['val']['top1_err'] <= 0.10
+  steps = [int(d) for d in os.listdir(tmp_path / 'run' / 'checkpoints') if d.isdigit()]
+  assert max(steps) == 25 * (3000 // 64)

@@ -1,0 +1,89 @@
+"""The paper's per-example transforms (PAPER.md, Data), checked against direct computation."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import transforms
+
+
+def _jpeg(image: Image.Image, fmt='JPEG') -> bytes:
+  buf = io.BytesIO()
+  image.save(buf, format=fmt, quality=95)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize('mode', ['RGB', 'L', 'CMYK'])
+def test_decode_gives_rgb_for_every_jpeg_mode(mode):
+  rgb = Image.fromarray(np.full((40, 60, 3), (200, 30, 90), np.uint8))
+  image = transforms.decode(_jpeg(rgb.convert(mode)))
+  assert image.mode == 'RGB' and image.size == (60, 40)
+  pixels = np.asarray(image, np.float32)
+  if mode == 'L':
+    assert np.all(pixels[..., 0] == pixels[..., 1])
+  else:
+    np.testing.assert_allclose(pixels.mean((0, 1)), (200, 30, 90), atol=6)
+
+
+def test_decode_png_under_any_name():
+  png = _jpeg(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), fmt='PNG')
+  assert transforms.decode(png, min_size=256).size == (8, 8)
+
+
+def test_draft_decoding_keeps_the_shorter_side_at_least_the_target():
+  big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 900, 3), np.uint8))
+  image = transforms.decode(_jpeg(big), min_size=256)
+  assert min(image.size) >= 256 and image.size[0] < 900  # decoded at a reduced scale
+
+
+@pytest.mark.parametrize('w,h', [(500, 300), (300, 500), (256, 256), (100, 180)])
+def test_fit_rescales_shorter_side_and_takes_the_central_square(w, h):
+  x = np.zeros((h, w, 3), np.uint8)
+  x[:, w // 2 - 2: w // 2 + 2] = 255  # a vertical bar through the centre
+  out = transforms.fit(Image.fromarray(x), 256)
+  assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+  column = out[128].astype(float).sum(-1)
+  centre_of_bar = (column * np.arange(256)).sum() / column.sum()
+  assert abs(centre_of_bar - 127.5) <= 1.5  # the central patch keeps the centre
+
+
+def test_centre_and_crops():
+  image = np.arange(256 * 256 * 3, dtype=np.float32).reshape(256, 256, 3) % 251
+  mean = np.full((256, 256, 3), 7.0, np.float32)
+  centred = transforms.centre(image.astype(np.uint8), mean)
+  np.testing.assert_array_equal(centred, image.astype(np.uint8).astype(np.float32) - 7.0)
+  np.testing.assert_array_equal(transforms.center_crop(image, 227), image[14:241, 14:241])
+  rng = np.random.default_rng(0)
+  seen = set()
+  for _ in range(200):
+    crop = transforms.random_crop(image, 227, rng)
+    assert crop.shape == (227, 227, 3)
+    seen.add((crop[0, 0, 0], crop[-1, -1, -1]))
+  assert len(seen) > 100  # many distinct offsets
+
+
+def test_flip_really_mirrors_half_the_time():
+  image = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
+  rng = np.random.default_rng(1)
+  flipped = 0
+  for _ in range(2000):
+    out = transforms.random_flip(image, rng)
+    if np.array_equal(out, image[:, ::-1]):
+      flipped += 1
+    else:
+      np.testing.assert_array_equal(out, image)
+  assert 900 < flipped < 1100
+
+
+@pytest.mark.parametrize('scale,power', [('sqrt', 0.5), ('eigval', 1.0)])
+def test_pca_lighting_has_the_stated_covariance(scale, power):
+  q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+  eigvals = np.array([900.0, 64.0, 9.0])
+  rng = np.random.default_rng(2)
+  shifts = np.stack([transforms.lighting_shift(eigvals, q, 0.1, rng, scale)
+                     for _ in range(40000)])
+  expected = q @ np.diag((0.1 * eigvals ** power) ** 2) @ q.T
+  np.testing.assert_allclose(np.cov(shifts.T), expected, rtol=0.05, atol=0.02 * expected.max())
+  np.testing.assert_allclose(shifts.mean(0), 0, atol=0.05 * np.sqrt(expected.max()))
