@@ -20,9 +20,15 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and m
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _quiet_library_info(record) -> bool:
+  """Orbax logs every save at INFO; keep its warnings and errors, drop the rest."""
+  return record.levelno >= logging.WARNING or 'orbax' not in record.pathname
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_quiet_library_info)
   logging.info('JAX devices: %s', jax.devices())
   try:
     final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
