@@ -172,6 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   p_eval_step = jax.jit(eval_step)
   writer = MetricWriter(workdir, enabled=is_main)
   step = int(state.step)
+  current_lr = float(optim.get_lr(state.opt_state))
   final = {}
 
   # --- Loop -----------------------------------------------------------------------------------
@@ -180,8 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  disable=None if is_main else True) as bar:
     while step < total_steps:
       lr = _lr_for_policy(config.optim, policy, step // steps_per_epoch)
-      if lr != float(optim.get_lr(state.opt_state)):
+      if lr != current_lr:  # a Python float: no device round trip per step
         state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
+        current_lr = lr
       batch = jax.device_put(next(train_iter))
       state, metrics = p_train_step(state, batch, dropout_rng)
       history.append(metrics)
