@@ -139,7 +139,7 @@ def torch_contender(mode: str, batch: int):
   def run(steps):
     for _ in range(steps):
       loss = step()
-    float(loss)  # waits for the device
+    float(loss.detach())  # waits for the device
 
   start = time.perf_counter()
   run(1)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.model import AlexNet, count_params, local_response_norm
+from alexnet_jax.model import AlexNet, count_params, local_response_norm, max_pool
 from tests import numpy_alexnet
 
 PAPER_SHAPES = {
@@ -144,3 +144,28 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   b = bf16.apply({'params': params}, x, train=False)
   assert b.dtype == jnp.float32
   np.testing.assert_allclose(b, a, rtol=0.05, atol=0.05 * float(jnp.abs(a).max()))
+
+
+@pytest.mark.parametrize('groups,beta', [(1, 0.75), (2, 0.75), (2, 0.6)])
+def test_lrn_gradient_matches_the_differentiated_formula(groups, beta):
+  """The hand-written backward pass against autodiff of the plain formula."""
+  def plain(x):
+    *b, c = x.shape
+    a = x.reshape(*b, groups, c // groups)
+    padded = jnp.pad(a * a, [(0, 0)] * (a.ndim - 1) + [(2, 2)])
+    s = sum(padded[..., j:j + a.shape[-1]] for j in range(5))
+    return (a * (2.0 + 1e-3 * s) ** -beta).reshape(x.shape)
+
+  x = jax.random.normal(jax.random.key(0), (3, 5, 5, 16)) * 30
+  ours = jax.grad(lambda x: jnp.sin(local_response_norm(
+      x, groups=groups, k=2.0, n=5, alpha=1e-3, beta=beta)).sum())(x)
+  expected = jax.grad(lambda x: jnp.sin(plain(x)).sum())(x)
+  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5 * float(jnp.abs(expected).max()))
+
+
+def test_max_pool_values_and_gradient_match_flax():
+  x = jax.random.normal(jax.random.key(1), (2, 13, 13, 8))
+  np.testing.assert_array_equal(max_pool(x, 3, 2), flax.linen.max_pool(x, (3, 3), (2, 2)))
+  np.testing.assert_allclose(
+      jax.grad(lambda x: (max_pool(x, 3, 2) ** 2).sum())(x),
+      jax.grad(lambda x: (flax.linen.max_pool(x, (3, 3), (2, 2)) ** 2).sum())(x))
