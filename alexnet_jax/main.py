@@ -29,8 +29,8 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     'num_processes', int(os.environ.get('JAX_NUM_PROCESSES', 0)) or None,
     'Number of processes (hosts) in the run (default: $JAX_NUM_PROCESSES).')
 _PROCESS_ID = flags.DEFINE_integer(
-    'process_id', int(os.environ.get('JAX_PROCESS_ID', -1)) if 'JAX_PROCESS_ID' in os.environ
-    else None, 'This process\'s index, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID).')
+    'process_id', int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ else None,
+    'This process\'s index, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID).')
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() and let JAX detect the cluster '
     '(SLURM, Open MPI, Kubernetes, Cloud TPU); implied by any of the three flags above.')

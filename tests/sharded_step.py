@@ -2,9 +2,10 @@
 
     python -m tests.sharded_step N DATAxMODEL [DATAxMODEL ...]
 
-For each layout prints one JSON line: the collectives of the compiled train step (op, shape,
-the JAX op they came from) and the largest difference between the parameters after a few
-sharded steps and those after the same steps on one device.
+For each layout (on the first DATA x MODEL of the N devices) prints one JSON line: the
+collectives of the compiled train step (op, shape, the JAX op they came from, the device groups)
+and the largest difference between the parameters after a few sharded steps and those after the
+same steps on one device.
 """
 
 import json
@@ -64,16 +65,15 @@ def main():
   data = batches(config.batch_size)
   config.mesh.model = 1
   reference, _ = run(config, sharding.create_mesh(config, jax.devices()[:1]), data)
+  initial = jax.device_get(train.create_train_state(
+      jax.random.key(0), train.create_model(config.model), 67, config.optim).params)
   for layout in sys.argv[2:]:
-    config.mesh.model = int(layout.split('x')[1])
-    mesh = sharding.create_mesh(config)
-    assert f'{mesh.shape["data"]}x{mesh.shape["model"]}' == layout, (layout, mesh.shape)
+    data_rows, config.mesh.model = map(int, layout.split('x'))
+    mesh = sharding.create_mesh(config, jax.devices()[:data_rows * config.mesh.model])
+    assert dict(mesh.shape) == {'data': data_rows, 'model': config.mesh.model}, mesh.shape
     params, hlo = run(config, mesh, data)
     diff = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, reference)
-    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params,
-                         jax.device_get(train.create_train_state(
-                             jax.random.key(0), train.create_model(config.model), 67,
-                             config.optim).params))
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), params, initial)
     print(json.dumps({'layout': layout, 'collectives': collectives(hlo),
                       'max_abs_diff': max(jax.tree.leaves(diff)),
                       'min_param_change': min(jax.tree.leaves(moved))}))
