@@ -7,11 +7,14 @@ The paper's layout (PAPER.md, "Two towers") implies these collectives in one tra
 `model` = 2, and no others:
   forward   all-gathers of the towers' maps or units into conv3, fc6, fc7 and fc8 (4);
             fc8's classes are split, so the softmax's max and sum are all-reduced (2) and the
-            logits are gathered for the top-k error metrics (1);
+            logits are gathered for the top-k error metrics (1; with data > 1 a second one
+            gathers them over the batch);
   backward  the gradients into conv3's, fc6's, fc7's and fc8's inputs are sums over both
             towers: all-reduces (4; XLA fuses conv3's with the label logit of the loss);
   data > 1  one combined all-reduce over `data` of every gradient (and the metrics).
-conv1, conv2, LRN, conv4 and conv5 need none: each tower's maps stay on its device.
+conv1, conv2, LRN, conv4 and conv5 need none: each tower's maps stay on its device. So 1 x 2
+compiles to 5 all-gathers and 6 all-reduces, 2 x 2 to 6 and 7; the data-parallel layouts
+(2 x 1, 4 x 1) to the gradient all-reduce and the metrics' all-gather alone.
 """
 
 import functools
