@@ -2,8 +2,9 @@
 
 The mesh has two axes: `data` (each row trains on its own slice of the batch) and `model` (1, or
 2 for the paper's layout: one tower per device). Parameters are sharded by the rules below, over
-their names; XLA derives every collective from these shardings: the towers meet only in conv3
-and the fully connected layers, and gradients are summed over `data`.
+their names, and XLA derives the collectives from these shardings (the grouped convolutions
+stay on their tower's device, see model.TowerConv): the towers meet only in conv3 and the fully
+connected layers, and gradients are summed over `data`.
 """
 
 import functools
@@ -14,7 +15,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.config_check import _require
 from alexnet_jax.model import TOWER_AXIS
 
 AXES = ('data', TOWER_AXIS)
@@ -27,12 +28,6 @@ RULES = (
     (r'(conv|fc)\d/bias$', P(TOWER_AXIS)),
     (r'.*', P()),  # the step count and the learning rate: one copy on every device
 )
-
-
-def _require(ok: bool, field: str, value, what: str):
-  if not ok:
-    raise ConfigError(f'Config field {field} = {value!r} is invalid: {what}. Set it with '
-                      f'--config.{field}=VALUE or in the config file.')
 
 
 def model_axis_size(mesh_config: ml_collections.ConfigDict, towers: int, devices: int) -> int:
