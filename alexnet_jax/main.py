@@ -2,9 +2,13 @@
 
 Kept short on purpose: the logic is in `alexnet_jax.train`, importable and testable in Colab.
 Every config field can be overridden from the command line, e.g. --config.optim.base_lr=0.02.
+On several hosts, every process runs the same command with its own --process_id (or the
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variables; on SLURM
+and other clusters JAX finds them itself with --distributed).
 """
 
 import json
+import os
 import sys
 
 import jax
@@ -18,6 +22,18 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 flags.mark_flags_as_required(['config', 'workdir'])
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS'),
+    'host:port of process 0, for jax.distributed (default: $JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', int(os.environ.get('JAX_NUM_PROCESSES', 0)) or None,
+    'Number of processes (hosts) in the run (default: $JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', int(os.environ['JAX_PROCESS_ID']) if 'JAX_PROCESS_ID' in os.environ else None,
+    'This process\'s index, 0 .. num_processes - 1 (default: $JAX_PROCESS_ID).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize() and let JAX detect the cluster '
+    '(SLURM, Open MPI, Kubernetes, Cloud TPU); implied by any of the three flags above.')
 
 
 def _quiet_library_info(record) -> bool:
@@ -29,7 +45,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging.get_absl_handler().addFilter(_quiet_library_info)
-  logging.info('JAX devices: %s', jax.devices())
+  given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if _DISTRIBUTED.value or any(v is not None for v in given):
+    # Before anything touches a device: every process must join the runtime first.
+    jax.distributed.initialize(*given)
+  logging.info('Process %d of %d; JAX devices: %s', jax.process_index(), jax.process_count(),
+               jax.devices())
   try:
     final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except UserError as e:

@@ -14,6 +14,10 @@ from typing import Callable, Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+# The device-mesh axis that holds one tower per device (alexnet_jax.sharding builds the mesh).
+TOWER_AXIS = 'model'
 
 # Section 3.1: biases are 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere.
 _BIAS_ONE = frozenset({'conv2', 'conv4', 'conv5', 'fc6', 'fc7'})
@@ -118,6 +122,8 @@ class TowerConv(nn.Module):
   `split=True` computes one ordinary convolution per tower and concatenates them, which is the
   same mathematics as `feature_group_count=towers` and several times faster on XLA:CPU;
   `space_to_depth=True` computes a strided ungrouped convolution as `space_to_depth_conv`.
+  Inside a device mesh whose `TOWER_AXIS` has one device per tower, each device convolves
+  its own tower's maps with its own kernels, as the paper's two GPUs did.
   """
   features: int
   kernel_size: int
@@ -137,7 +143,13 @@ class TowerConv(nn.Module):
                         (k, k, x.shape[-1] // self.towers, self.features), jnp.float32)
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if self.towers > 1 and self.split:
+    if self.towers > 1 and jax.sharding.get_abstract_mesh().shape.get(TOWER_AXIS) == self.towers:
+      # XLA's partitioner would gather a grouped conv's operands; shard_map keeps each tower local.
+      channels = P(None, None, None, TOWER_AXIS)
+      y = jax.shard_map(functools.partial(_conv, stride=self.stride, padding=self.padding),
+                        in_specs=(channels, channels), out_specs=channels,
+                        axis_names={TOWER_AXIS})(x, kernel)
+    elif self.towers > 1 and self.split:
       y = jnp.concatenate([_conv(xt, kt, self.stride, self.padding)
                            for xt, kt in zip(jnp.split(x, self.towers, axis=-1),
                                              jnp.split(kernel, self.towers, axis=-1))], axis=-1)

@@ -1,4 +1,4 @@
-"""Training and evaluation, top to bottom: input, model and state, the steps, the loop.
+"""Training and evaluation, top to bottom: devices, input, model and state, the steps, the loop.
 
 `train_step(state, batch, rng)` and `eval_step(state, batch)` are pure functions, jitted once;
 `train_and_evaluate(config, workdir)` is the loop around them: periodic evaluation, the paper's
@@ -6,6 +6,7 @@ learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes
 """
 
 import dataclasses
+import functools
 import time
 
 import flax
@@ -18,7 +19,7 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from alexnet_jax import checkpointing, config_check, data, input_pipeline, optim, stats
+from alexnet_jax import checkpointing, config_check, data, input_pipeline, optim, sharding, stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.model import AlexNet
@@ -93,11 +94,12 @@ def pad_batch(batch: dict, size: int) -> dict:
   return padded
 
 
-def evaluate(p_eval_step, state: TrainState, eval_ds, batch_size: int) -> dict:
+def evaluate(p_eval_step, state: TrainState, eval_ds, batch_size: int,
+             batch_sharding: jax.sharding.Sharding) -> dict:
   """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set."""
   start, sums = time.perf_counter(), None
   for batch in eval_ds:
-    out = p_eval_step(state, jax.device_put(pad_batch(batch, batch_size)))
+    out = p_eval_step(state, sharding.shard_batch(pad_batch(batch, batch_size), batch_sharding))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   n = float(sums.pop('count'))
@@ -121,6 +123,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains per `config`, writing metrics and checkpoints to `workdir`; returns final metrics."""
   config_check.validate(config)
   is_main = jax.process_index() == 0
+
+  # --- Devices and mesh: built once; the input, the steps and the checkpoints all use it ------
+  mesh = sharding.create_mesh(config)
+  logging.info('Mesh: %s', dict(mesh.shape))
 
   # --- Input ----------------------------------------------------------------------------------
   train_src = data.train_source(config.data)
@@ -154,7 +160,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Model and train state ------------------------------------------------------------------
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   model = create_model(config.model)
-  state = create_train_state(init_rng, model, d.crop_size, config.optim)
+  init = functools.partial(create_train_state, init_rng, model, d.crop_size, config.optim)
+  state_sharding = sharding.state_shardings(jax.eval_shape(init), mesh)
+  state = jax.jit(init, out_shardings=state_sharding)()  # each device makes only its shards
   policy = optim.PlateauState(lr=config.optim.base_lr)
 
   # --- Checkpoints: resume from the newest one in the workdir -----------------------------------
@@ -168,8 +176,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def meta():
     return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names}
 
-  p_train_step = jax.jit(train_step, donate_argnums=0)
-  p_eval_step = jax.jit(eval_step)
+  batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  p_train_step = sharding.jit(train_step, mesh, (state_sharding, batch_sharding, replicated),
+                              (state_sharding, replicated), donate_argnums=0)
+  p_eval_step = sharding.jit(eval_step, mesh, (state_sharding, batch_sharding), replicated)
   writer = MetricWriter(workdir, enabled=is_main)
   step = int(state.step)
   current_lr = float(optim.get_lr(state.opt_state))
@@ -184,7 +194,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if lr != current_lr:  # a Python float: no device round trip per step
         state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
         current_lr = lr
-      batch = jax.device_put(next(train_iter))
+      batch = sharding.shard_batch(next(train_iter), batch_sharding)
       state, metrics = p_train_step(state, batch, dropout_rng)
       history.append(metrics)
       step += 1
@@ -206,7 +216,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         history, interval_start, interval_step = [], time.perf_counter(), step
 
       if step % eval_every == 0 or step == total_steps:
-        val = evaluate(p_eval_step, state, eval_ds, local_batch)
+        val = evaluate(p_eval_step, state, eval_ds, local_batch, batch_sharding)
         val['lr'] = float(optim.get_lr(state.opt_state))
         writer.write('val', step, step / steps_per_epoch, val)
         final['val'] = val

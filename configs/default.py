@@ -72,6 +72,11 @@ def get_config() -> ml_collections.ConfigDict:
   o.max_lr_drops = 3            # "reduced three times prior to termination"
   o.step_epochs = (30, 60, 80)  # for lr_policy = 'step'
 
+  # Section 3.2: the devices, as a mesh of `data` rows (each trains on a slice of the batch) by
+  # `model` columns (2: one tower per device, the paper's two GPUs). See alexnet_jax.sharding.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.model = 1              # 1 | 2 | 0: 2 when there are 2+ devices and two towers, else 1
+
   c.batch_size = 128
   c.num_epochs = 90
   c.num_train_steps = -1        # > 0: stop after this many steps instead of num_epochs

@@ -5,7 +5,9 @@
 
 ImageNet is read as an ImageFolder tree (one folder per synset); with IMAGENET_DIR set, its
 train/ and val/ sub-folders are used. The paper: 5-6 days on two GTX 580s; 40.7% top-1 and
-18.2% top-5 validation error for one CNN (Table 2).
+18.2% top-5 validation error for one CNN (Table 2). With 2 or more devices the towers lie one
+per device as on the paper's two GPUs (mesh.model = 2), and further pairs split the batch; on
+one device the same network runs whole.
 """
 
 import os
@@ -19,4 +21,5 @@ def get_config():
   root = os.environ.get('IMAGENET_DIR', '~/data/imagenet')
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
+  config.mesh.model = 0         # 2 (one tower per device) when there are 2+ devices, else 1
   return config
