@@ -97,7 +97,7 @@ def test_stats_match_a_direct_computation(photo_dir):
 def test_stats_sample_and_cache(photo_dir, tmp_path):
   src = sources.ImageFolder(photo_dir)
   assert stats.compute(src, size=32, max_images=5, threads=1).mean_image.shape == (32, 32, 3)
-  path = stats.cache_path(str(tmp_path), photo_dir, 32, 5, 0)
+  path = stats.cache_path(str(tmp_path), src.key, 32, 5, 0)
   norm = stats.compute(src, size=32, max_images=5, threads=1)
   stats.save(path, norm)
   np.testing.assert_array_equal(stats.load(path).mean_image, norm.mean_image)
