@@ -49,6 +49,7 @@ def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: in
   """
   n = len(source)
   num_shards = max(1, math.ceil(n / shard_images))
+  os.makedirs(out_dir, exist_ok=True)
   for stale in sources.packed_shards(out_dir, split):
     os.remove(stale)
   ds = grain.MapDataset.source(source).map(
