@@ -17,7 +17,7 @@ import functools
 import grain
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from alexnet_jax import transforms
 
@@ -93,14 +93,21 @@ def _shard(ds: grain.MapDataset) -> grain.MapDataset:
   return ds[jax.process_index()::jax.process_count()]
 
 
+def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
+  """Runs the pipeline so far in `workers` processes (none for 0), each prefetching."""
+  if workers <= 0:
+    return it
+  if not flags.FLAGS.is_parsed():
+    # Grain's workers read absl flags; outside an absl app (a notebook, pytest) use the defaults.
+    flags.FLAGS.mark_as_parsed()
+  return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+
+
 def _batched(ds: grain.MapDataset, batch_size: int, drop_remainder: bool, workers: int,
              threads: int) -> grain.IterDataset:
   """Reads with threads (dropping skipped records), batches, then fans out to worker processes."""
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
-  it = it.batch(batch_size, drop_remainder=drop_remainder)
-  if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  return it
+  return in_workers(it.batch(batch_size, drop_remainder=drop_remainder), workers)
 
 
 def train_dataset(source, norm: Normalization, *, batch_size: int, seed: int, resize: int,

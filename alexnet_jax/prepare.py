@@ -55,8 +55,7 @@ def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: in
   ds = grain.MapDataset.source(source).map(
       functools.partial(_pack_one, size=size, quality=quality, decoder=decoder))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads))
-  if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  it = input_pipeline.in_workers(it, workers)
   acc = stats.Accumulator(size) if with_stats else None
   skipped, written, writer, shard = {}, 0, None, -1
   with tqdm.tqdm(total=n, desc=f'packing {split}', unit='img') as bar:

@@ -73,8 +73,7 @@ def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int 
   n = len(ds)
   ds = ds.map(functools.partial(input_pipeline.decode_fit, size=size, decoder=decoder))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads)).batch(64)
-  if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  it = input_pipeline.in_workers(it, workers)
   acc = Accumulator(size)
   with tqdm.tqdm(total=n, desc='dataset statistics', unit='img') as bar:
     for batch in it:
