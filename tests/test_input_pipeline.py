@@ -54,10 +54,16 @@ def test_train_batches_shapes_dtypes_ranges_and_determinism(photo_dir):
 def test_train_augmentation_is_a_crop_of_the_centred_image_flipped_and_lit(photo_dir):
   src = sources.ImageFolder(photo_dir)
   example = input_pipeline.decode_fit(src[0], 256)
-  centred = example['image'].astype(np.float64) - 100.0
+  mean = _norm(256).mean_image.astype(np.float64)
+  mean[:, :128] = 90.0
+  centred = example['image'].astype(np.float64) - mean
   flips = 0
   for seed in range(6):
-    out = input_pipeline._train_augment(example, np.random.default_rng(seed), norm=_norm(256),
+    norm = _norm(256)
+    norm.mean_image[:, :128] = 90.0  # not symmetric, so a reflection must move it too
+    out = input_pipeline._train_augment(example, np.random.default_rng(seed), norm=norm,
+                                        mirrored_mean=np.ascontiguousarray(
+                                            norm.mean_image[:, ::-1]),
                                         crop=227, flip=True, lighting_std=0.1,
                                         lighting_scale='sqrt')['image'].astype(np.float64)
     # Some 227x227 window of the centred image, maybe mirrored, plus one RGB offset.

@@ -33,7 +33,9 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
     expected = transforms.fit(transforms.decode(original[i]['image_bytes'], 64), 64)
     image = transforms.decode(record['image_bytes'])
     assert image.shape == (64, 64, 3)
-    assert np.abs(image.astype(float) - expected).mean() < 5  # q95 on pixel noise, JPEG's worst case
+    # Pixel noise is JPEG's worst case (4:2:0 chroma); colours must still agree closely.
+    assert np.abs(image.astype(float) - expected).mean() < 8
+    np.testing.assert_allclose(image.mean((0, 1)), expected.mean((0, 1)), atol=1.0)
   # The statistics beside the shards are those of the packed training images.
   norm = stats.load_or_compute(packed, d)
   direct = stats.compute(original, 64, threads=1)
