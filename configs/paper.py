@@ -4,8 +4,11 @@
         --config.data.train_dir=/data/imagenet/train --config.data.val_dir=/data/imagenet/val
 
 ImageNet is read as an ImageFolder tree (one folder per synset); with IMAGENET_DIR set, its
-train/ and val/ sub-folders are used. The paper: 5-6 days on two GTX 580s; 40.7% top-1 and
-18.2% top-5 validation error for one CNN (Table 2).
+train/ and val/ sub-folders are used. val/ may also be the flat folder of 50,000 JPEGs as
+distributed, with IMAGENET_VAL_LABELS naming the devkit's ground truth (meta.mat beside it) or
+a CSV of file name,synset. Other copies of ImageNet: --config.data.source=tfds (imagenet2012
+in ArrayRecord format) or packed (see README, "Data sources"). The paper: 5-6 days on two
+GTX 580s; 40.7% top-1 and 18.2% top-5 validation error for one CNN (Table 2).
 """
 
 import os
@@ -19,4 +22,6 @@ def get_config():
   root = os.environ.get('IMAGENET_DIR', '~/data/imagenet')
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
+  config.data.val_labels = os.environ.get('IMAGENET_VAL_LABELS', '')
+  config.data.tfds_name = 'imagenet2012'
   return config

@@ -5,6 +5,7 @@ Measures training images/s per worker core, all in one process and run, interlea
                code when torch is absent): open, RGB, shorter side -> 256, central 256x256,
                random 227x227 crop, random flip, float32 minus the mean image, PCA lighting;
   jpeg         `input_pipeline.train_dataset` over the same JPEG files (ImageFolder);
+  jpeg-pillow  the same with data.decoder='pillow' (Pillow draft decoding and resizing);
   packed       the same pipeline over `alexnet_jax.prepare`'s ArrayRecord shards of them.
 Each loader runs in --workers worker processes and the main process only collects batches.
 
@@ -14,7 +15,8 @@ Each loader runs in --workers worker processes and the main process only collect
 The packed shards are written first if --packed does not hold them yet. Results: BENCHMARKS.md.
 """
 
-import io
+import gc
+import importlib.metadata
 import multiprocessing
 import os
 import platform
@@ -38,7 +40,7 @@ flags.DEFINE_integer('batch_size', 128, 'Images per batch.')
 flags.DEFINE_integer('batches', 20, 'Batches timed per run, after warm-up batches.')
 flags.DEFINE_integer('warmup', 3, 'Batches drawn before timing (worker start-up, prefetch fill).')
 flags.DEFINE_integer('repeats', 3, 'Runs of each loader; the median is reported.')
-flags.DEFINE_string('loaders', 'baseline,jpeg,packed', 'Which loaders to run.')
+flags.DEFINE_string('loaders', 'baseline,jpeg,jpeg-pillow,packed', 'Which loaders to run.')
 FLAGS = flags.FLAGS
 
 RESIZE, CROP = 256, 227
@@ -116,11 +118,18 @@ def baseline_batches(folder, norm, workers, batch_size):
 # --- This project's pipeline -----------------------------------------------------------------
 
 
-def grain_batches(source, norm, workers, threads, batch_size):
-  it = iter(input_pipeline.train_dataset(source, norm, batch_size=batch_size, seed=0,
-                                         resize=RESIZE, crop=CROP, workers=workers,
-                                         threads=threads))
-  return it
+def grain_batches(source, norm, workers, threads, batch_size, decoder):
+  return iter(input_pipeline.train_dataset(source, norm, batch_size=batch_size, seed=0,
+                                           resize=RESIZE, crop=CROP, workers=workers,
+                                           threads=threads, decoder=decoder))
+
+
+def stop(batches) -> None:
+  """Ends a loader's worker processes before the next loader is timed."""
+  if hasattr(batches, 'close'):
+    batches.close()
+  gc.collect()
+  time.sleep(1)
 
 
 def measure(batches, warmup, n, batch_size) -> float:
@@ -153,26 +162,44 @@ def main(argv):
       if name == 'baseline':
         baseline_name, batches = baseline_batches(folder, norm, w, bs)
       else:
-        src = folder if name == 'jpeg' else packed
-        batches = grain_batches(src, norm, w, FLAGS.threads, bs)
+        src = packed if name == 'packed' else folder
+        decoder = 'pillow' if name == 'jpeg-pillow' else 'auto'
+        batches = grain_batches(src, norm, w, FLAGS.threads, bs, decoder)
       results[name].append(measure(batches, FLAGS.warmup, FLAGS.batches, bs))
-      del batches  # stops its workers before the next loader runs
+      stop(batches)
       print(f'  {name}: {results[name][-1] / w:.0f} img/s per worker core', flush=True)
 
-  import grain  # pylint: disable=g-import-not-at-top
-  print(f'\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; '
-        f'python {platform.python_version()}, grain {grain.__version__ if hasattr(grain, "__version__") else "?"}, '
-        f'pillow {Image.__version__}, fast decoder (simplejpeg+OpenCV): {transforms.FAST_DECODER}')
+  versions = ', '.join(f'{p} {_version(p)}' for p in (
+      'jax', 'grain', 'pillow', 'simplejpeg', 'opencv-python-headless', 'torch', 'numpy'))
+  print(f'\nmachine: {_cpu()}, {os.cpu_count()} cores; python {platform.python_version()}; '
+        f'{versions}; fast decoder in use: {transforms.FAST_DECODER}')
   print(f'{len(folder)} JPEGs from {FLAGS.data}; {w} workers, batch {bs}, {FLAGS.batches} '
-        f'batches per run, median of {FLAGS.repeats} runs\n')
-  base = statistics.median(results['baseline']) / w if 'baseline' in results else None
-  print(f'{"loader":34s} {"img/s per core":>15s} {"vs baseline":>12s} {"ImageNet epoch, 16 cores":>26s}')
+        f'batches per run after {FLAGS.warmup} warm-up, median of {FLAGS.repeats} runs\n')
+  print(f'{"loader":28s} {"img/s per core":>15s} {"vs baseline (same run)":>23s} '
+        f'{"ImageNet epoch, 16 cores":>25s}')
   for name in loaders:
     per_core = statistics.median(results[name]) / w
     label = baseline_name if name == 'baseline' else f'Grain {name}'
-    ratio = f'{per_core / base:.2f}x' if base else '-'
+    ratio = '-'
+    if 'baseline' in results:  # the median of the ratios within each repeat
+      ratio = f'{statistics.median(np.divide(results[name], results["baseline"])):.2f}x'
     epoch_min = 1281167 / (per_core * 16) / 60
-    print(f'{label:34s} {per_core:15.0f} {ratio:>12s} {epoch_min:23.1f} min')
+    print(f'{label:28s} {per_core:15.0f} {ratio:>23s} {epoch_min:21.1f} min')
+
+
+def _version(package: str) -> str:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return 'absent'
+
+
+def _cpu() -> str:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+  except (OSError, StopIteration):
+    return platform.machine()
 
 
 if __name__ == '__main__':
