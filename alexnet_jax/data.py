@@ -29,7 +29,7 @@ def _dirs(config: ml_collections.ConfigDict) -> tuple[str, str]:
 
 def _missing(config, split: str, path: str) -> DataError:
   return DataError(
-      f'No {split} images at {os.path.expanduser(path)!r}. The {config.name!r} config reads an '
+      f'No {split} images at {os.path.expanduser(path)!r}. data.source={config.source!r} reads an '
       'ImageFolder tree: one sub-folder per class (ILSVRC-2012 synset ids such as n01440764 '
       'for ImageNet), the JPEGs inside. Download ILSVRC-2012 from image-net.org, extract the '
       'training archive into such folders, then pass --config.data.train_dir=/path/to/train '
