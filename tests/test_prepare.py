@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 
 import grain
 import numpy as np
@@ -27,6 +28,7 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
   d.source = 'packed'
   packed = data.train_source(d)
   assert packed.class_names == original.class_names and len(packed) == 18
+  assert pickle.loads(pickle.dumps(packed))[4] == packed[4]  # as Grain's workers receive it
   for i in range(len(packed)):
     record = packed[i]
     assert record['label'] == original.labels[i] and record['name'] == original[i]['name']

@@ -2,7 +2,9 @@
 
 import io
 import os
+import pickle
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from alexnet_jax import data, sources, transforms
+from alexnet_jax import data, sources, stats, transforms
 from alexnet_jax.errors import DataError
 from configs import default
 
@@ -93,6 +95,9 @@ class PhotoSet(tfds.core.GeneratorBasedBuilder):
             yield f'{c}/{f}', {'image': fh.read(), 'label': label, 'file_name': f'{c}/{f}'}
 
 
+sys.modules.setdefault(PhotoSet.__module__, sys.modules[__name__])  # so the builder pickles
+
+
 @pytest.fixture(scope='module')
 def tfds_dir(photo_dir, tmp_path_factory):
   root = str(tmp_path_factory.mktemp('tfds'))
@@ -139,6 +144,16 @@ def test_tfds_array_record_dataset(photo_dir, tfds_dir):
       record = src[i]
       assert truth[record['image_bytes']] == record['label'], record['name']
       assert record['name'].startswith(CLASSES[record['label']])
+
+
+def test_tfds_source_goes_to_workers_and_gives_statistics(tfds_dir):
+  train = sources.TFDS('photo_set', 'train', tfds_dir)
+  copy = pickle.loads(pickle.dumps(train))  # how Grain hands a source to worker processes
+  assert copy[3] == train[3]
+  norm = stats.compute(train, size=16, threads=1)
+  images = np.stack([transforms.fit(transforms.decode(train[i]['image_bytes'], 16), 16)
+                     for i in range(len(train))]).astype(np.float64)
+  np.testing.assert_allclose(norm.mean_image, images.mean(0), atol=1e-3)
 
 
 def test_tfds_missing_dataset_is_explained(tmp_path):
