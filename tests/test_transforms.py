@@ -88,3 +88,21 @@ def test_pca_lighting_has_the_stated_covariance(scale, power):
   expected = q @ np.diag((0.1 * eigvals ** power) ** 2) @ q.T
   np.testing.assert_allclose(np.cov(shifts.T), expected, rtol=0.05, atol=0.02 * expected.max())
   np.testing.assert_allclose(shifts.mean(0), 0, atol=0.05 * np.sqrt(expected.max()))
+
+
+@pytest.mark.skipif(not transforms.FAST_DECODER, reason='simplejpeg and OpenCV not installed')
+@pytest.mark.parametrize('w,h', [(224, 224), (500, 375), (1200, 900)])
+def test_fast_decoder_gives_pillows_pixels(w, h):
+  rng = np.random.default_rng(0)
+  smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (h // 8, w // 8, 3), np.uint8))
+                      .resize((w, h), Image.BICUBIC))  # photo-like: no pixel-level noise
+  data = _jpeg(Image.fromarray(smooth))
+  fast = transforms.fit(transforms.decode(data, 256, 'auto'), 256, 'auto')
+  slow = transforms.fit(transforms.decode(data, 256, 'pillow'), 256, 'pillow')
+  assert fast.shape == slow.shape == (256, 256, 3)
+  # Decoding is identical; OpenCV's area shrink and Pillow's bilinear filter differ a little on
+  # this much fine detail (0.2-0.8 levels on real photographs, BENCHMARKS.md).
+  np.testing.assert_array_equal(transforms.decode(data, 256, 'auto'),
+                                transforms.decode(data, 256, 'pillow'))
+  assert np.abs(fast.astype(float) - slow).mean() < 3
+  np.testing.assert_allclose(fast.mean((0, 1)), slow.mean((0, 1)), atol=0.5)
