@@ -5,10 +5,10 @@ are Grain's, so the pipeline is deterministic for a seed and its iterator state 
 a checkpoint. Each transform is a function of one example from `alexnet_jax.transforms`.
 
 Skip policy for broken files: a record whose bytes do not decode completely (empty, truncated,
-damaged, not an image, unreadable) is left out; everything that decodes is used, as RGB. Each
-skipped file is named once in the log with the reason and the running count of this process
-(each worker process keeps its own). The record leaves with its label, so no label shifts; batches
-stay full because they are formed after the skip.
+not an image, unreadable, damaged beyond what libjpeg recovers) is left out; everything that
+decodes is used, as RGB. Each skipped file is named once in the log with the reason and the
+running count of this process (each worker process keeps its own). The record leaves with its
+label, so no label shifts; batches stay full because they are formed after the skip.
 """
 
 import dataclasses
