@@ -90,14 +90,19 @@ def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
                     'images (imagefolder or tfds) to pack them.')
   out_dir = os.path.expanduser(out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  if os.path.exists(os.path.join(out_dir, 'info.json')):
-    os.remove(os.path.join(out_dir, 'info.json'))  # incomplete until rewritten at the end
+  info_path = os.path.join(out_dir, 'info.json')
   train_src = data.train_source(data_config)
   size, d = data_config.resize_size, data_config
-  with open(os.path.join(out_dir, 'classes.txt'), 'w') as f:
-    f.write('\n'.join(train_src.class_names) + '\n')
   info = {'size': size, 'quality': d.packed_quality, 'classes': len(train_src.class_names),
           'splits': {}}
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      old = json.load(f)
+    if all(old.get(k) == info[k] for k in ('size', 'quality', 'classes')):
+      info['splits'] = old['splits']  # splits packed earlier with the same settings stay listed
+    os.remove(info_path)  # incomplete until rewritten at the end
+  with open(os.path.join(out_dir, 'classes.txt'), 'w') as f:
+    f.write('\n'.join(train_src.class_names) + '\n')
   for split in splits:
     src = train_src if split == 'train' else data.eval_source(data_config, train_src.class_names)
     written, skipped, norm = pack_split(
@@ -107,7 +112,7 @@ def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
     if norm is not None:
       stats.save(os.path.join(out_dir, stats.PACKED_STATS), norm)
     info['splits'][split] = {'source': repr(src), 'images': written, 'skipped': skipped}
-  with open(os.path.join(out_dir, 'info.json'), 'w') as f:
+  with open(info_path, 'w') as f:
     json.dump(info, f, indent=1)
   return info
 

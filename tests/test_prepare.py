@@ -44,7 +44,10 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
   np.testing.assert_allclose(norm.mean_image, direct.mean_image, atol=1e-3)
   np.testing.assert_allclose(norm.eigvals, direct.eigvals, rtol=1e-4)
   assert len(data.eval_source(d, packed.class_names)) == 18
-  assert json.load(open(os.path.join(d.packed_dir, 'info.json')))['classes'] == 3
+  d.source = 'imagefolder'
+  prepare.prepare(d, d.packed_dir, splits=('val',))  # a split packed later joins the others
+  info = json.load(open(os.path.join(d.packed_dir, 'info.json')))
+  assert info['classes'] == 3 and sorted(info['splits']) == ['train', 'val']
 
 
 def test_prepare_skips_broken_files_and_names_them(broken_dir, tmp_path):
