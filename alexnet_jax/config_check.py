@@ -10,7 +10,8 @@ _CHOICES = {
     'model.activation': ('relu', 'tanh'),
     'model.init_scheme': ('paper', 'he'),
     'model.dtype': ('float32', 'bfloat16'),
-    'data.source': ('imagefolder', 'demo'),
+    'data.source': ('imagefolder', 'tfds', 'packed', 'demo'),
+    'data.decoder': ('auto', 'pillow'),
     'data.lighting_scale': ('sqrt', 'eigval'),
     'optim.lr_policy': ('plateau', 'step', 'constant'),
 }
@@ -75,6 +76,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if d.source == 'imagefolder':
     _require(bool(d.train_dir), 'data.train_dir', d.train_dir, 'name the training image folder')
     _require(bool(d.val_dir), 'data.val_dir', d.val_dir, 'name the validation image folder')
+  elif d.source == 'tfds':
+    _require(bool(d.tfds_name), 'data.tfds_name', d.tfds_name, 'name the TFDS dataset')
+  elif d.source == 'packed':
+    _require(bool(d.packed_dir), 'data.packed_dir', d.packed_dir,
+             'name the folder written by python -m alexnet_jax.prepare')
   else:
     for f in ('demo_train_per_class', 'demo_val_per_class', 'demo_image_size'):
       _require(d[f] > 0, f'data.{f}', d[f], 'the demo dataset needs a positive value')

@@ -3,6 +3,12 @@
 Built on Grain's `MapDataset`: shuffling, per-example random streams and sharding by process
 are Grain's, so the pipeline is deterministic for a seed and its iterator state can be saved in
 a checkpoint. Each transform is a function of one example from `alexnet_jax.transforms`.
+
+Skip policy for broken files: a record whose bytes do not decode completely (empty, truncated,
+not an image, unreadable, damaged beyond what libjpeg recovers) is left out; everything that
+decodes is used, as RGB. Each skipped file is named once in the log with the reason and the
+running count of this process (each worker process keeps its own). The record leaves with its
+label, so no label shifts; batches stay full because they are formed after the skip.
 """
 
 import dataclasses
@@ -11,6 +17,7 @@ import functools
 import grain
 import jax
 import numpy as np
+from absl import flags, logging
 
 from alexnet_jax import transforms
 
@@ -23,27 +30,61 @@ class Normalization:
   eigvecs: np.ndarray     # (3, 3) matching eigenvectors as columns
 
 
-def decode_fit(example: dict, size: int) -> dict:
-  """Decode, then the paper's offline step: shorter side -> size, central size x size patch."""
-  image = transforms.fit(transforms.decode(example['image_bytes'], min_size=size), size)
-  return {'image': image, 'label': example['label']}
+_skipped: dict[str, str] = {}  # name -> reason, for the files this process has left out
 
 
-def fitted(source, size: int) -> grain.MapDataset:
-  """The paper's offline step over a source: shorter side -> size, central size x size patch."""
-  return grain.MapDataset.source(source).map(functools.partial(decode_fit, size=size))
+def skipped() -> dict[str, str]:
+  """The files this process has skipped so far, with the reason for each."""
+  return dict(_skipped)
 
 
-def _train_augment(example: dict, rng: np.random.Generator, *, norm: Normalization, crop: int,
-                   flip: bool, lighting_std: float, lighting_scale: str) -> dict:
-  image = transforms.centre(example['image'], norm.mean_image)
-  image = transforms.random_crop(image, crop, rng)
-  if flip:
-    image = transforms.random_flip(image, rng)
+def _skip(name: str, reason: str) -> None:
+  if name not in _skipped:
+    _skipped[name] = reason
+    logging.warning('Skipping %s: %s. Policy: a file that does not decode completely is left out '
+                    'of training, evaluation and statistics (%d skipped so far in this process).',
+                    name, reason, len(_skipped))
+
+
+def decode_fit(example: dict, size: int, decoder: str = 'auto') -> dict | None:
+  """Decode, then the paper's offline step: shorter side -> size, central size x size patch.
+
+  Returns None for a record that does not decode (Grain drops it), after reporting it.
+  """
+  name = str(example.get('name', '?'))
+  if example.get('error'):
+    _skip(name, example['error'])
+    return None
+  try:
+    image = transforms.decode(example['image_bytes'], min_size=size, decoder=decoder)
+  except transforms.UndecodableImage as e:
+    _skip(name, str(e))
+    return None
+  return {'image': transforms.fit(image, size, decoder), 'label': np.int32(example['label'])}
+
+
+def fitted(source, size: int, decoder: str = 'auto') -> grain.MapDataset:
+  """The paper's offline step over a source; undecodable records become None (dropped)."""
+  return grain.MapDataset.source(source).map(
+      functools.partial(decode_fit, size=size, decoder=decoder))
+
+
+def _train_augment(example: dict, rng: np.random.Generator, *, norm: Normalization,
+                   mirrored_mean: np.ndarray, crop: int, flip: bool, lighting_std: float,
+                   lighting_scale: str) -> dict:
+  # Crop (and reflect) the uint8 image and the mean image alike, then centre: the same numbers
+  # as cropping the centred image, with one float32 pass over the crop instead of several.
+  top, left = transforms.random_offsets(example['image'].shape, crop, rng)
+  image = transforms.crop(example['image'], top, left, crop)
+  mean = transforms.crop(norm.mean_image, top, left, crop)
+  if flip and transforms.flip_drawn(rng):
+    image = transforms.mirror(image)
+    mean = transforms.crop(mirrored_mean, top, mirrored_mean.shape[1] - left - crop, crop)
+  image = transforms.centre(image, mean)
   if lighting_std > 0:
-    image = image + transforms.lighting_shift(norm.eigvals, norm.eigvecs, lighting_std, rng,
-                                              lighting_scale)
-  return {'image': np.ascontiguousarray(image), 'label': example['label']}
+    transforms.add_rgb(image, transforms.lighting_shift(norm.eigvals, norm.eigvecs, lighting_std,
+                                                        rng, lighting_scale))
+  return {'image': image, 'label': example['label']}
 
 
 def _eval_view(example: dict, *, norm: Normalization, crop: int) -> dict:
@@ -56,17 +97,27 @@ def _shard(ds: grain.MapDataset) -> grain.MapDataset:
   return ds[jax.process_index()::jax.process_count()]
 
 
-def _iterate(ds: grain.MapDataset, workers: int, threads: int) -> grain.IterDataset:
+def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
+  """Runs the pipeline so far in `workers` processes (none for 0), each prefetching."""
+  if workers <= 0:
+    return it
+  if not flags.FLAGS.is_parsed():
+    # Grain's workers read absl flags; outside an absl app (a notebook, pytest) use the defaults.
+    flags.FLAGS.mark_as_parsed()
+  return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+
+
+def _batched(ds: grain.MapDataset, batch_size: int, drop_remainder: bool, workers: int,
+             threads: int) -> grain.IterDataset:
+  """Reads with threads (dropping skipped records), batches, then fans out to worker processes."""
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
-  if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  return it
+  return in_workers(it.batch(batch_size, drop_remainder=drop_remainder), workers)
 
 
 def train_dataset(source, norm: Normalization, *, batch_size: int, seed: int, resize: int,
                   crop: int, flip: bool = True, lighting_std: float = 0.1,
-                  lighting_scale: str = 'sqrt', workers: int = 0, threads: int = 8
-                  ) -> grain.IterDataset:
+                  lighting_scale: str = 'sqrt', workers: int = 0, threads: int = 8,
+                  decoder: str = 'auto') -> grain.IterDataset:
   """Endless batches of augmented training images, reshuffled every epoch.
 
   `batch_size` is this process's share of the global batch. Batches are dicts with `image`
@@ -74,18 +125,19 @@ def train_dataset(source, norm: Normalization, *, batch_size: int, seed: int, re
   """
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = _shard(ds)
-  ds = ds.map(functools.partial(decode_fit, size=resize))
+  ds = ds.map(functools.partial(decode_fit, size=resize, decoder=decoder))
   ds = ds.random_map(functools.partial(_train_augment, norm=norm, crop=crop, flip=flip,
+                                       mirrored_mean=np.ascontiguousarray(norm.mean_image[:, ::-1]),
                                        lighting_std=lighting_std, lighting_scale=lighting_scale))
-  return _iterate(ds.batch(batch_size, drop_remainder=True), workers, threads)
+  return _batched(ds, batch_size, True, workers, threads)
 
 
 def eval_dataset(source, norm: Normalization, *, batch_size: int, resize: int, crop: int,
-                 workers: int = 0, threads: int = 8) -> grain.IterDataset:
+                 workers: int = 0, threads: int = 8, decoder: str = 'auto') -> grain.IterDataset:
   """One pass over this process's share of the evaluation images, centre crops, in order.
 
   The last batch may be smaller than `batch_size`.
   """
-  ds = _shard(fitted(source, resize))
+  ds = _shard(fitted(source, resize, decoder))
   ds = ds.map(functools.partial(_eval_view, norm=norm, crop=crop))
-  return _iterate(ds.batch(batch_size, drop_remainder=False), workers, threads)
+  return _batched(ds, batch_size, False, workers, threads)

@@ -1,10 +1,26 @@
-"""Random-access sources of (encoded image, label) records, as Grain's `MapDataset.source` takes.
+"""Random-access sources of encoded images, as Grain's `MapDataset.source` takes.
 
-An ImageFolder tree holds one folder per class (a WordNet synset id for ImageNet) with the
-images inside; classes are numbered in sorted folder order, as ILSVRC's synset list is sorted.
+Every source has the same interface: `len(source)`, `source[i]` -> `{'image_bytes': bytes,
+'label': int32, 'name': str}`, `source.class_names` (label i is `class_names[i]`) and
+`source.key` (a string naming the data, for caches). Labels number the classes in sorted
+synset order, as ILSVRC's synset list and TFDS's `imagenet2012` do, so every layout of the same
+dataset gives every image the same label.
+
+- `ImageFolder`: `root/<synset>/<image>` (the ILSVRC-2012 training layout).
+- `ImageNetVal`: a flat folder of images plus a label file (ILSVRC-2012 validation as
+  distributed): the devkit's ground truth with its ILSVRC2012_IDs mapped through the devkit's
+  `meta.mat`, or a CSV of file name -> synset.
+- `TFDS`: a TFDS dataset prepared in ArrayRecord format, read by random access.
+- `Packed`: the project's own ArrayRecord shards of 256x256 JPEGs (see `alexnet_jax.prepare`).
+
+A file that cannot be read gives empty `image_bytes` and an `error`; decoding then skips it by
+the pipeline's stated policy (see `input_pipeline.decode_fit`) rather than stopping the epoch.
 """
 
+import csv
+import glob
 import os
+import struct
 from typing import Sequence
 
 import numpy as np
@@ -14,8 +30,24 @@ from alexnet_jax.errors import DataError
 IMAGE_EXTENSIONS = ('.jpeg', '.jpg', '.png', '.bmp', '.webp')
 
 
+def _read(path: str) -> dict:
+  try:
+    with open(path, 'rb') as f:
+      return {'image_bytes': f.read()}
+  except OSError as e:  # vanished, unreadable, a directory...: skipped downstream, never a crash
+    return {'image_bytes': b'', 'error': f'unreadable: {e.strerror or e}'}
+
+
+def _class_index(class_names: Sequence[str]) -> dict[str, int]:
+  return {name: i for i, name in enumerate(class_names)}
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
 class ImageFolder:
-  """`root/<class>/<image>` files, read by index: `{'image_bytes': bytes, 'label': int32}`."""
+  """`root/<class>/<image>` files, classes numbered in sorted folder order."""
 
   def __init__(self, root: str, class_names: Sequence[str] | None = None):
     root = os.path.expanduser(root)
@@ -25,7 +57,7 @@ class ImageFolder:
                       'e.g. --config.data.train_dir=/path/to/train.')
     found = sorted(d.name for d in os.scandir(root) if d.is_dir())
     self.class_names = list(class_names) if class_names is not None else found
-    index = {name: i for i, name in enumerate(self.class_names)}
+    index = _class_index(self.class_names)
     unknown = sorted(set(found) - set(index))
     if unknown:
       raise DataError(f'{root!r} has class folders the training set does not have: '
@@ -34,13 +66,14 @@ class ImageFolder:
     paths, labels = [], []
     for name in found:
       for entry in sorted(os.scandir(os.path.join(root, name)), key=lambda e: e.name):
-        if entry.is_file() and entry.name.lower().endswith(IMAGE_EXTENSIONS):
+        if entry.is_file() and _is_image(entry.name):
           paths.append(entry.path)
           labels.append(index[name])
     if not paths:
       raise DataError(f'{root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)}) in any of its '
                       f'{len(found)} class folders.')
     self.root = root
+    self.key = f'imagefolder:{os.path.realpath(root)}'
     self._paths = np.array(paths)  # one array, not a list of str objects: cheap to send to workers
     self._labels = np.array(labels, dtype=np.int32)
 
@@ -48,8 +81,8 @@ class ImageFolder:
     return len(self._paths)
 
   def __getitem__(self, index: int) -> dict:
-    with open(self._paths[index], 'rb') as f:
-      return {'image_bytes': f.read(), 'label': self._labels[index]}
+    path = str(self._paths[index])
+    return {**_read(path), 'label': self._labels[index], 'name': path}
 
   def __repr__(self) -> str:
     return f'ImageFolder({self.root!r}, {len(self)} images, {len(self.class_names)} classes)'
@@ -57,3 +90,184 @@ class ImageFolder:
   @property
   def labels(self) -> np.ndarray:
     return self._labels
+
+
+def _devkit_labels(path: str) -> list[str]:
+  """Synsets of the devkit's ground truth: line i is the ILSVRC2012_ID of validation image i+1."""
+  meta = os.path.join(os.path.dirname(path), 'meta.mat')
+  if not os.path.exists(meta):
+    raise DataError(f'The devkit ground truth {path!r} numbers classes by ILSVRC2012_ID, which '
+                    f'the devkit\'s meta.mat maps to synsets, but there is no {meta!r}. Keep the '
+                    'devkit\'s data/ folder together (ground truth and meta.mat side by side), '
+                    'or pass a CSV of file name,synset as data.val_labels.')
+  from scipy import io as sio  # pylint: disable=g-import-not-at-top  (only for the devkit)
+  synsets = sio.loadmat(meta, squeeze_me=True)['synsets']
+  wnid = {int(s['ILSVRC2012_ID']): str(s['WNID']) for s in synsets if int(s['num_children']) == 0}
+  with open(path) as f:
+    ids = [int(line) for line in f if line.strip()]
+  missing = sorted(set(ids) - set(wnid))
+  if missing:
+    raise DataError(f'{path!r} uses ILSVRC2012_IDs {missing[:5]} that {meta!r} does not list as '
+                    'leaf synsets: the two files come from different devkits.')
+  return [wnid[i] for i in ids]
+
+
+def _csv_labels(path: str) -> dict[str, str]:
+  """`name,synset` rows; the synset may be the first word of the column (LOC_val_solution.csv)."""
+  out = {}
+  with open(path, newline='') as f:
+    for row in csv.reader(f):
+      if len(row) < 2 or not row[1].strip():
+        continue
+      name, synset = row[0].strip(), row[1].split()[0]
+      if synset.startswith('n') and synset[1:].isdigit():  # skips a header row
+        out[os.path.splitext(name)[0]] = synset
+  return out
+
+
+class ImageNetVal:
+  """ILSVRC-2012 validation as distributed: a flat folder of images and a label file.
+
+  `labels_file` is either the devkit's `ILSVRC2012_validation_ground_truth.txt` (with the
+  devkit's `meta.mat` beside it; line i labels the i-th file in sorted order,
+  ILSVRC2012_val_00000001.JPEG first) or a CSV of file name -> synset.
+  """
+
+  def __init__(self, root: str, labels_file: str, class_names: Sequence[str]):
+    root, labels_file = os.path.expanduser(root), os.path.expanduser(labels_file)
+    if not os.path.isdir(root):
+      raise DataError(f'No validation folder at {root!r}: expected the 50,000 ILSVRC-2012 '
+                      'validation JPEGs in one flat folder. Set --config.data.val_dir.')
+    if not os.path.exists(labels_file):
+      raise DataError(f'No validation label file at {labels_file!r}. Pass the devkit\'s '
+                      'data/ILSVRC2012_validation_ground_truth.txt (meta.mat beside it) or a CSV '
+                      'of file name,synset as --config.data.val_labels.')
+    files = sorted(e.name for e in os.scandir(root) if e.is_file() and _is_image(e.name))
+    if not files:
+      raise DataError(f'{root!r} holds no images ({", ".join(IMAGE_EXTENSIONS)}).')
+    if labels_file.lower().endswith('.csv'):
+      by_name = _csv_labels(labels_file)
+      unlabelled = [f for f in files if os.path.splitext(f)[0] not in by_name]
+      if unlabelled:
+        raise DataError(f'{len(unlabelled)} images in {root!r} have no row in {labels_file!r} '
+                        f'(e.g. {unlabelled[:3]}): the label file is for another folder.')
+      synsets = [by_name[os.path.splitext(f)[0]] for f in files]
+    else:
+      synsets = _devkit_labels(labels_file)
+      if len(synsets) != len(files):
+        raise DataError(f'{labels_file!r} labels {len(synsets)} images but {root!r} holds '
+                        f'{len(files)}: the devkit ground truth labels the complete, unrenamed '
+                        'validation folder, one line per file in sorted order.')
+    self.class_names = list(class_names)
+    index = _class_index(self.class_names)
+    unknown = sorted(set(synsets) - set(index))
+    if unknown:
+      raise DataError(f'{labels_file!r} names synsets the training set does not have: '
+                      f'{unknown[:5]}. Training and validation must name the same classes.')
+    self.root = root
+    self.key = f'imagenetval:{os.path.realpath(root)}'
+    self._paths = np.array([os.path.join(root, f) for f in files])
+    self._labels = np.array([index[s] for s in synsets], dtype=np.int32)
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def __getitem__(self, index: int) -> dict:
+    path = str(self._paths[index])
+    return {**_read(path), 'label': self._labels[index], 'name': path}
+
+  def __repr__(self) -> str:
+    return f'ImageNetVal({self.root!r}, {len(self)} images, {len(self.class_names)} classes)'
+
+  @property
+  def labels(self) -> np.ndarray:
+    return self._labels
+
+
+class TFDS:
+  """A TFDS dataset in ArrayRecord format (`tfds.data_source`), images left encoded.
+
+  Prepare it once with TFDS (`tfds build imagenet2012 --file_format=array_record`, the manual
+  download in `<data_dir>/downloads/manual`); reading needs no TensorFlow.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str | None = None,
+               image_key: str = 'image', label_key: str = 'label'):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
+    data_dir = os.path.expanduser(data_dir) if data_dir else None
+    try:
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir,
+                                      decoders={image_key: tfds.decode.SkipDecoding()})
+    except Exception as e:  # TFDS raises several types for "not prepared", "no such split"...
+      raise DataError(
+          f'Cannot read TFDS dataset {name!r} split {split!r} from data_dir {data_dir!r} '
+          f'({type(e).__name__}: {str(e)[:300]}). Prepare it in ArrayRecord format first, e.g. '
+          f'`tfds build {name} --file_format=array_record --data_dir=DIR` (ImageNet needs the '
+          'manual download in DIR/downloads/manual), then set --config.data.tfds_data_dir=DIR.'
+          ) from e
+    self.class_names = list(self._source.dataset_info.features[label_key].names)
+    self._name, self._split, self._image_key, self._label_key = name, split, image_key, label_key
+    self.key = f'tfds:{name}/{split}@{data_dir}'
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict:
+    record = self._source[index]
+    name = record.get('file_name', f'{self._name}/{self._split}[{index}]')
+    return {'image_bytes': record[self._image_key], 'label': np.int32(record[self._label_key]),
+            'name': name.decode() if isinstance(name, bytes) else str(name)}
+
+  def __repr__(self) -> str:
+    return (f'TFDS({self._name!r}, {self._split!r}, {len(self)} images, '
+            f'{len(self.class_names)} classes)')
+
+
+# A packed record: label (int32), name length (uint16), name (UTF-8), then the JPEG bytes.
+_HEADER = struct.Struct('<iH')
+
+
+def pack_record(image_bytes: bytes, label: int, name: str) -> bytes:
+  name_bytes = name.encode()[:65535]
+  return _HEADER.pack(label, len(name_bytes)) + name_bytes + image_bytes
+
+
+def unpack_record(record: bytes) -> dict:
+  label, n = _HEADER.unpack_from(record)
+  start = _HEADER.size + n
+  return {'image_bytes': record[start:], 'label': np.int32(label),
+          'name': record[_HEADER.size:start].decode()}
+
+
+def packed_shards(root: str, split: str) -> list[str]:
+  return sorted(glob.glob(os.path.join(os.path.expanduser(root), f'{split}-*.array_record')))
+
+
+class Packed:
+  """`alexnet_jax.prepare`'s output: ArrayRecord shards `<split>-NNNNN-of-NNNNN.array_record` of
+  256x256 JPEGs with their labels, and `classes.txt` (one synset per line, label order)."""
+
+  def __init__(self, root: str, split: str):
+    import grain  # pylint: disable=g-import-not-at-top
+    root = os.path.expanduser(root)
+    shards = packed_shards(root, split)
+    classes = os.path.join(root, 'classes.txt')
+    if not shards or not os.path.exists(classes):
+      raise DataError(f'No packed {split!r} split in {root!r} (expected {split}-*.array_record '
+                      'and classes.txt). Write it once with `python -m alexnet_jax.prepare '
+                      f'--config=CONFIG --out={root}`, or set --config.data.packed_dir.')
+    with open(classes) as f:
+      self.class_names = [line.strip() for line in f if line.strip()]
+    self._source = grain.sources.ArrayRecordDataSource(shards)
+    self.root, self._split = root, split
+    self.key = f'packed:{os.path.realpath(root)}/{split}'
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict:
+    return unpack_record(self._source[index])
+
+  def __repr__(self) -> str:
+    return (f'Packed({self.root!r}, {self._split!r}, {len(self)} images, '
+            f'{len(self.class_names)} classes)')

@@ -1,8 +1,8 @@
 """The training set's mean image and RGB principal components (Sections 2 and 4.1).
 
-Computed in one streaming pass over (a sample of) the training images after the paper's
-offline step, accumulating in float64, so memory stays bounded whatever the dataset's size.
-The result is cached as an .npz file; training loads it. Run it ahead of training with
+Computed in one streaming pass over (a sample of) the training images of any source after the
+paper's offline step, accumulating in float64, so memory stays bounded whatever the dataset's
+size. The result is cached as an .npz file (a packed dataset carries its own); training loads it. Run it ahead of training with
 
     python -m alexnet_jax.stats --config=configs/imagenette.py
 """
@@ -18,52 +18,78 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from alexnet_jax import input_pipeline
+from alexnet_jax.errors import DataError
+
+PACKED_STATS = 'stats.npz'  # the statistics `alexnet_jax.prepare` writes beside packed shards
+
+
+class Accumulator:
+  """Running sums for the mean image and the RGB covariance; memory is one image, whatever n."""
+
+  def __init__(self, size: int):
+    self.count = 0
+    self.pixel_sum = np.zeros((size, size, 3), np.float64)
+    self.outer_sum = np.zeros((3, 3), np.float64)
+
+  def add(self, images: np.ndarray) -> None:
+    """Adds a batch of (B, size, size, 3) images."""
+    images = images.astype(np.float64)
+    self.count += len(images)
+    self.pixel_sum += images.sum(axis=0)
+    flat = images.reshape(-1, 3)
+    self.outer_sum += flat.T @ flat
+
+  def result(self) -> input_pipeline.Normalization:
+    """Mean image and eigen-decomposition of the RGB covariance of all pixels added."""
+    if not self.count:
+      raise DataError('No image of the training set could be decoded, so there are no '
+                      'statistics to compute; the log names the files that were skipped.')
+    n, size = self.count, self.pixel_sum.shape[0]
+    mean_image = self.pixel_sum / n
+    mean_rgb = mean_image.reshape(-1, 3).mean(axis=0)
+    cov = self.outer_sum / (n * size * size) - np.outer(mean_rgb, mean_rgb)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(eigvals)[::-1]
+    return input_pipeline.Normalization(mean_image=mean_image.astype(np.float32),
+                                        eigvals=eigvals[order].astype(np.float32),
+                                        eigvecs=eigvecs[:, order].astype(np.float32))
 
 
 def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
-            threads: int = 8) -> input_pipeline.Normalization:
-  """Mean image and eigen-decomposition of the RGB covariance of all pixels.
+            threads: int = 8, decoder: str = 'auto') -> input_pipeline.Normalization:
+  """Mean image and RGB PCA of (a sample of) any source, in one streaming pass.
 
   Args:
-    source: a random-access source of `{'image_bytes', 'label'}` records.
+    source: a random-access source of `{'image_bytes', 'label', 'name'}` records.
     size: the offline resize size (paper: 256); the mean image is size x size x 3.
     max_images: use a uniformly drawn sample of this many images; 0 uses all of them.
     seed: seeds the sample.
     workers, threads: Grain worker processes and reading threads.
+    decoder: 'auto' or 'pillow' (see `alexnet_jax.transforms`).
   """
   ds = grain.MapDataset.source(source)
   if 0 < max_images < len(ds):
     ds = ds.seed(seed).shuffle()[:max_images]
   n = len(ds)
-  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=size)).batch(64)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads))
-  if workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  pixel_sum = np.zeros((size, size, 3), np.float64)
-  outer_sum = np.zeros((3, 3), np.float64)
+  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=size, decoder=decoder))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads)).batch(64)
+  it = input_pipeline.in_workers(it, workers)
+  acc = Accumulator(size)
   with tqdm.tqdm(total=n, desc='dataset statistics', unit='img') as bar:
     for batch in it:
-      images = batch['image'].astype(np.float64)
-      pixel_sum += images.sum(axis=0)
-      flat = images.reshape(-1, 3)
-      outer_sum += flat.T @ flat
-      bar.update(len(images))
-  mean_image = pixel_sum / n
-  mean_rgb = mean_image.reshape(-1, 3).mean(axis=0)
-  cov = outer_sum / (n * size * size) - np.outer(mean_rgb, mean_rgb)
-  eigvals, eigvecs = np.linalg.eigh(cov)
-  order = np.argsort(eigvals)[::-1]
-  return input_pipeline.Normalization(mean_image=mean_image.astype(np.float32),
-                                      eigvals=eigvals[order].astype(np.float32),
-                                      eigvecs=eigvecs[:, order].astype(np.float32))
+      acc.add(batch['image'])
+      bar.update(len(batch['image']))
+  if acc.count < n:
+    logging.warning('Dataset statistics: %d of %d images were skipped as undecodable (named '
+                    'above); the statistics cover the other %d.', n - acc.count, n, acc.count)
+  return acc.result()
 
 
-def cache_path(cache_dir: str, train_dir: str, size: int, max_images: int, seed: int) -> str:
-  """Where the statistics of a training folder are cached: one file per dataset and setting."""
-  train_dir = os.path.realpath(os.path.expanduser(train_dir))
-  key = hashlib.sha1(f'{train_dir}|{size}|{max_images}|{seed}'.encode()).hexdigest()[:12]
-  name = f'{os.path.basename(train_dir.rstrip("/")) or "data"}-{size}px-{key}.npz'
-  return os.path.join(os.path.expanduser(cache_dir), 'stats', name)
+def cache_path(cache_dir: str, source_key: str, size: int, max_images: int, seed: int) -> str:
+  """Where the statistics of a training set are cached: one file per dataset and setting."""
+  key = hashlib.sha1(f'{source_key}|{size}|{max_images}|{seed}'.encode()).hexdigest()[:12]
+  base = os.path.basename(source_key.rstrip('/').split(':')[-1]).replace('@', '_') or 'data'
+  return os.path.join(os.path.expanduser(cache_dir), 'stats', f'{base}-{size}px-{key}.npz')
 
 
 def save(path: str, norm: input_pipeline.Normalization) -> None:
@@ -81,14 +107,21 @@ def load(path: str) -> input_pipeline.Normalization:
 
 def load_or_compute(source, data_config) -> input_pipeline.Normalization:
   """The cached statistics of `source` (the training set) for this data config, computed once."""
-  path = cache_path(data_config.cache_dir, source.root, data_config.resize_size,
+  beside = os.path.join(getattr(source, 'root', ''), PACKED_STATS)
+  if data_config.source == 'packed' and os.path.exists(beside):
+    norm = load(beside)  # written by alexnet_jax.prepare over the whole training split
+    if norm.mean_image.shape[0] == data_config.resize_size:
+      logging.info('Loading dataset statistics from %s', beside)
+      return norm
+  path = cache_path(data_config.cache_dir, source.key, data_config.resize_size,
                     data_config.stats_max_images, data_config.stats_seed)
   if os.path.exists(path):
     logging.info('Loading dataset statistics from %s', path)
     return load(path)
   logging.info('Computing dataset statistics of %r (cached at %s)', source, path)
   norm = compute(source, data_config.resize_size, data_config.stats_max_images,
-                 data_config.stats_seed, data_config.workers, data_config.threads)
+                 data_config.stats_seed, data_config.workers, data_config.threads,
+                 data_config.decoder)
   save(path, norm)
   return norm
 

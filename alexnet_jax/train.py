@@ -132,10 +132,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_src = data.train_source(config.data)
   eval_src = data.eval_source(config.data, train_src.class_names)
   if len(train_src.class_names) != config.model.num_classes:
-    raise UserError(f'The training folder {train_src.root!r} has {len(train_src.class_names)} '
+    raise UserError(f'The training data {train_src!r} has {len(train_src.class_names)} '
                     f'classes but config field model.num_classes = {config.model.num_classes}. '
                     f'Set --config.model.num_classes={len(train_src.class_names)} or point '
-                    'data.train_dir at the intended dataset.')
+                    'the data config at the intended dataset.')
   if config.batch_size % jax.process_count():
     raise UserError(f'Config field batch_size = {config.batch_size} does not split over '
                     f'{jax.process_count()} processes; use a multiple of the process count.')
@@ -146,10 +146,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       train_src, norm, batch_size=local_batch, seed=config.seed, resize=d.resize_size,
       crop=d.crop_size, flip=d.flip, lighting_std=d.lighting_std,
       lighting_scale=d.lighting_scale, workers=d.workers,
-      threads=d.threads))
+      threads=d.threads, decoder=d.decoder))
   eval_ds = input_pipeline.eval_dataset(eval_src, norm, batch_size=local_batch,
                                         resize=d.resize_size, crop=d.crop_size,
-                                        workers=d.workers, threads=d.threads)
+                                        workers=d.workers, threads=d.threads, decoder=d.decoder)
   steps_per_epoch = max(1, len(train_src) // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * steps_per_epoch)

@@ -38,9 +38,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Sections 2 and 4.1: the data and its augmentation.
   c.data = d = ml_collections.ConfigDict()
-  d.source = 'imagefolder'      # 'imagefolder' | 'demo'
-  d.train_dir = ''
-  d.val_dir = ''
+  # Where the images come from (alexnet_jax/data.py): 'imagefolder' | 'tfds' | 'packed' | 'demo'.
+  d.source = 'imagefolder'
+  d.train_dir = ''              # imagefolder: one sub-folder per synset
+  d.val_dir = ''                # imagefolder: the same layout, or a flat folder with val_labels
+  d.val_labels = ''             # '' | the devkit's ILSVRC2012_validation_ground_truth.txt
+  #                               (meta.mat beside it) | a CSV of file name,synset
+  d.tfds_name = 'imagenet2012'  # tfds: a dataset prepared with --file_format=array_record
+  d.tfds_data_dir = ''          # tfds: '' = TFDS's default (~/tensorflow_datasets)
+  d.tfds_train_split = 'train'
+  d.tfds_eval_split = 'validation'
+  d.packed_dir = ''             # packed: the output folder of `python -m alexnet_jax.prepare`
+  d.packed_quality = 95         # prepare: JPEG quality of the 256x256 records
+  d.packed_shard_images = 5000  # prepare: images per ArrayRecord shard
+  d.decoder = 'auto'            # 'auto': simplejpeg + OpenCV if installed, else Pillow | 'pillow'
   d.resize_size = 256           # shorter side -> 256, central 256x256 patch
   d.crop_size = 227             # PAPER.md default: 227 (224 with model.conv1_padding = 2)
   d.flip = True
@@ -52,8 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.stats_max_images = 0        # images sampled for the mean image and PCA; 0 = all
   d.stats_seed = 0
   d.cache_dir = '~/.cache/alexnet_jax'
-  d.workers = 0                 # Grain worker processes (0: decode in threads of this process)
-  d.threads = 8                 # Grain reading threads per process
+  d.workers = 0                 # Grain worker processes (0: decode in threads of this process;
+  #                               BENCHMARKS.md: one per spare CPU core feeds a GPU)
+  d.threads = 8                 # Grain reading threads per process (per worker with workers > 0)
   d.demo_dir = '~/.cache/alexnet_jax/demo_shapes'
   d.demo_train_per_class = 0
   d.demo_val_per_class = 0

@@ -5,6 +5,9 @@
         --config.data.val_dir=../shared/data/imagenette/val
 
 Everything is PAPER.md's except the 10-way output layer. Results are in experiments/README.md.
+The same images from TFDS: --config.data.source=tfds (tfds_name 'imagenette'); packed once with
+`python -m alexnet_jax.prepare --config=configs/imagenette.py --out=DIR`, then
+--config.data.source=packed --config.data.packed_dir=DIR.
 """
 
 import os
@@ -19,6 +22,7 @@ def get_config():
   root = os.environ.get('IMAGENETTE_DIR', '../shared/data/imagenette')
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
+  config.data.tfds_name = 'imagenette'
   config.eval_every_steps = -1
   config.log_every_steps = 10
   config.checkpoint_every_steps = 500

@@ -1,5 +1,6 @@
 """Shared fixtures: small ImageFolder trees of real JPEG files, written into a temp folder."""
 
+import io
 import os
 
 import ml_collections
@@ -57,3 +58,53 @@ def small_config(data_root: str, cache_dir: str) -> ml_collections.ConfigDict:
   config.log_every_steps = 2
   config.checkpoint_every_steps = 3
   return config
+
+
+def _jpeg_bytes(image: Image.Image, fmt: str = 'JPEG') -> bytes:
+  buf = io.BytesIO()
+  image.save(buf, format=fmt, quality=90)
+  return buf.getvalue()
+
+
+# The files of `broken_dir` that decode, in sorted order with their labels, and those that do not.
+BROKEN_DIR_DECODABLE = [('n001/cmyk.JPEG', 0), ('n001/damaged.JPEG', 0), ('n001/gray.JPEG', 0),
+                        ('n001/png.JPEG', 0), ('n001/rgb.JPEG', 0), ('n002/a.JPEG', 1),
+                        ('n002/b.JPEG', 1), ('n002/c.JPEG', 1)]
+BROKEN_DIR_UNDECODABLE = ['n001/empty.JPEG', 'n001/garbage.JPEG', 'n001/truncated.JPEG',
+                          'n002/vanished.JPEG']
+
+
+@pytest.fixture
+def broken_dir(tmp_path):
+  """ImageNet's known oddities in its training layout: CMYK, grayscale, a PNG named .JPEG, damaged
+  entropy-coded data, a truncated file, an empty one, garbage, and one that vanishes after the
+  folder was listed. Class n001 is red and n002 blue, so a wrong label shows in the pixels."""
+  rng = np.random.default_rng(0)
+  colour = lambda rgb: Image.fromarray(np.clip(rng.normal(rgb, 20, (300, 400, 3)), 0, 255)
+                                       .astype(np.uint8))
+  red, blue = (200, 40, 40), (40, 40, 200)
+  os.makedirs(tmp_path / 'n001')
+  os.makedirs(tmp_path / 'n002')
+  good = _jpeg_bytes(colour(red))
+  files = {
+      'n001/rgb.JPEG': good,
+      'n001/cmyk.JPEG': _jpeg_bytes(colour(red).convert('CMYK')),
+      'n001/gray.JPEG': _jpeg_bytes(colour(red).convert('L')),
+      'n001/png.JPEG': _jpeg_bytes(colour(red), 'PNG'),
+      # Bytes overwritten inside the scan data: libjpeg warns and decodes what it can.
+      'n001/damaged.JPEG': good[:len(good) // 2] + bytes(200) + good[len(good) // 2 + 200:],
+      'n001/truncated.JPEG': good[:len(good) // 3],
+      'n001/empty.JPEG': b'',
+      'n001/garbage.JPEG': rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+  }
+  for i in 'abc':
+    files[f'n002/{i}.JPEG'] = _jpeg_bytes(colour(blue))
+  for name, content in files.items():
+    (tmp_path / name).write_bytes(content)
+  (tmp_path / 'n002' / 'vanished.JPEG').write_bytes(good)
+  return tmp_path
+
+
+def make_vanish(root) -> None:
+  """Removes the file that `broken_dir` says vanishes (call after building the source)."""
+  os.remove(os.path.join(root, 'n002', 'vanished.JPEG'))

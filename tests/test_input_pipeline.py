@@ -1,11 +1,16 @@
 """The Grain pipeline and the dataset statistics, over real JPEG files."""
 
+import io
+import logging
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from alexnet_jax import input_pipeline, sources, stats, transforms
 from alexnet_jax.errors import DataError
+from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_vanish
 
 
 def _norm(size):
@@ -49,10 +54,16 @@ def test_train_batches_shapes_dtypes_ranges_and_determinism(photo_dir):
 def test_train_augmentation_is_a_crop_of_the_centred_image_flipped_and_lit(photo_dir):
   src = sources.ImageFolder(photo_dir)
   example = input_pipeline.decode_fit(src[0], 256)
-  centred = example['image'].astype(np.float64) - 100.0
+  mean = _norm(256).mean_image.astype(np.float64)
+  mean[:, :128] = 90.0
+  centred = example['image'].astype(np.float64) - mean
   flips = 0
   for seed in range(6):
-    out = input_pipeline._train_augment(example, np.random.default_rng(seed), norm=_norm(256),
+    norm = _norm(256)
+    norm.mean_image[:, :128] = 90.0  # not symmetric, so a reflection must move it too
+    out = input_pipeline._train_augment(example, np.random.default_rng(seed), norm=norm,
+                                        mirrored_mean=np.ascontiguousarray(
+                                            norm.mean_image[:, ::-1]),
                                         crop=227, flip=True, lighting_std=0.1,
                                         lighting_scale='sqrt')['image'].astype(np.float64)
     # Some 227x227 window of the centred image, maybe mirrored, plus one RGB offset.
@@ -97,7 +108,95 @@ def test_stats_match_a_direct_computation(photo_dir):
 def test_stats_sample_and_cache(photo_dir, tmp_path):
   src = sources.ImageFolder(photo_dir)
   assert stats.compute(src, size=32, max_images=5, threads=1).mean_image.shape == (32, 32, 3)
-  path = stats.cache_path(str(tmp_path), photo_dir, 32, 5, 0)
+  path = stats.cache_path(str(tmp_path), src.key, 32, 5, 0)
   norm = stats.compute(src, size=32, max_images=5, threads=1)
   stats.save(path, norm)
   np.testing.assert_array_equal(stats.load(path).mean_image, norm.mean_image)
+
+
+@pytest.mark.parametrize('decoder', transforms.DECODERS)
+def test_broken_files_are_skipped_counted_and_named_once(broken_dir, decoder, caplog):
+  src = sources.ImageFolder(str(broken_dir))
+  make_vanish(broken_dir)
+  before = set(input_pipeline.skipped())
+  caplog.set_level(logging.WARNING)
+  for _ in range(2):  # a second pass names nothing again
+    batches = list(input_pipeline.eval_dataset(src, _norm(64), batch_size=3, resize=64, crop=64,
+                                               threads=2, decoder=decoder))
+    images = np.concatenate([b['image'] for b in batches]) + 100.0  # undo the mean
+    labels = np.concatenate([b['label'] for b in batches])
+    np.testing.assert_array_equal(labels, [label for _, label in BROKEN_DIR_DECODABLE])
+    assert images.shape == (len(BROKEN_DIR_DECODABLE), 64, 64, 3)
+    for (name, label), image in zip(BROKEN_DIR_DECODABLE, images):
+      red, blue = image[..., 0].mean(), image[..., 2].mean()
+      if 'gray' in name:
+        assert abs(red - blue) < 1  # grayscale becomes RGB with equal channels
+      elif 'damaged' not in name:
+        assert (red > blue + 100) == (label == 0), name  # the pixels agree with the label
+  skipped = {os.path.relpath(k, broken_dir): v
+             for k, v in input_pipeline.skipped().items() if k not in before}
+  assert sorted(skipped) == BROKEN_DIR_UNDECODABLE
+  assert 'empty' in skipped['n001/empty.JPEG'] and 'unreadable' in skipped['n002/vanished.JPEG']
+  assert 'truncated' in skipped['n001/truncated.JPEG']
+  for name in BROKEN_DIR_UNDECODABLE:
+    logged = [r for r in caplog.records if os.path.join(str(broken_dir), name) in r.getMessage()]
+    assert len(logged) == 1 and 'Policy:' in logged[0].getMessage()
+
+
+def test_training_over_broken_files_keeps_batches_full_and_labels_right(broken_dir):
+  src = sources.ImageFolder(str(broken_dir))
+  make_vanish(broken_dir)
+  it = iter(input_pipeline.train_dataset(src, _norm(64), batch_size=4, seed=0, resize=64,
+                                         crop=56, lighting_std=0, threads=2))
+  for _ in range(6):  # three epochs of 8 decodable images
+    batch = next(it)
+    assert batch['image'].shape == (4, 56, 56, 3) and batch['label'].shape == (4,)
+    image = batch['image'] + 100.0
+    colour = image[..., 0].mean((1, 2)) - image[..., 2].mean((1, 2))
+    # Blue images are class 1; red, grayscale and damaged ones are class 0.
+    assert np.all((colour < -100) == (batch['label'] == 1))
+
+
+def test_stats_skip_undecodable_files(broken_dir):
+  src = sources.ImageFolder(str(broken_dir))
+  make_vanish(broken_dir)
+  norm = stats.compute(src, size=16, threads=1)
+  assert np.isfinite(norm.mean_image).all() and norm.eigvals[0] > 0
+
+
+class _Coloured:
+  """24 tiny PNGs; image i has red value 10 * i, so a batch shows which records it holds."""
+
+  def __init__(self, n=24):
+    self._records = []
+    for i in range(n):
+      buf = io.BytesIO()
+      Image.fromarray(np.full((8, 8, 3), (10 * i, 0, 0), np.uint8)).save(buf, format='PNG')
+      self._records.append({'image_bytes': buf.getvalue(), 'label': np.int32(i % 3),
+                            'name': f'{i}.png'})
+
+  def __len__(self):
+    return len(self._records)
+
+  def __getitem__(self, i):
+    return self._records[i]
+
+
+def _ids(batch):
+  return (np.rint((batch['image'][:, 0, 0, 0] + 100.0) / 10)).astype(int).tolist()
+
+
+def test_processes_read_disjoint_parts_reshuffled_each_epoch(monkeypatch):
+  src, per_epoch = _Coloured(), {}
+  for process in range(3):
+    monkeypatch.setattr(input_pipeline.jax, 'process_index', lambda p=process: p)
+    monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 3)
+    it = iter(input_pipeline.train_dataset(src, _norm(8), batch_size=4, seed=5, resize=8, crop=8,
+                                           flip=False, lighting_std=0, threads=1))
+    ids = sum((_ids(next(it)) for _ in range(4)), [])  # two epochs of this process's 8 images
+    per_epoch[process] = ids[:8], ids[8:]
+  for epoch in (0, 1):
+    parts = [set(per_epoch[p][epoch]) for p in range(3)]
+    assert all(len(part) == 8 for part in parts)  # no repeats within an epoch
+    assert set.union(*parts) == set(range(24))    # together, every image once
+  assert any(per_epoch[p][0] != per_epoch[p][1] for p in range(3))  # reshuffled

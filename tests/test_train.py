@@ -44,25 +44,69 @@ def test_short_run_loss_falls_and_metrics_are_logged(shapes_dir, tmp_path):
   assert os.listdir(tmp_path / 'run' / 'tensorboard')
 
 
-def test_resumed_run_equals_uninterrupted_run(shapes_dir, tmp_path):
+class _Recorder:
+  """The training iterator, keeping a copy of every batch the loop draws from it."""
+
+  def __init__(self, it, log):
+    self._it, self._log = it, log
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._it)
+    self._log.append({k: np.array(v) for k, v in batch.items()})
+    return batch
+
+  def get_state(self):  # Grain's checkpoint handler stores bytes for iterators it does not know
+    return json.dumps(self._it.get_state()).encode()
+
+  def set_state(self, state):
+    self._it.set_state(json.loads(state))
+
+  def __getattr__(self, name):  # close(), start_prefetch() ...: the iterator's own
+    return getattr(self._it, name)
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_resumed_run_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch, workers):
+  """A run stopped mid-epoch and resumed sees exactly the batches of an uninterrupted run."""
+  log = []
+  make = train.input_pipeline.train_dataset
+  monkeypatch.setattr(train.input_pipeline, 'train_dataset',
+                      lambda *a, **k: _Recorder(iter(make(*a, **k)), log))
   cache = str(tmp_path / 'cache')
-  whole = small_config(shapes_dir, cache)  # 6 steps, checkpoints at 3 and 6
-  train.train_and_evaluate(whole, str(tmp_path / 'whole'))
 
-  first_half = small_config(shapes_dir, cache)
-  first_half.num_train_steps = 3
-  train.train_and_evaluate(first_half, str(tmp_path / 'parts'))
-  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / 'parts', 3),
-               _params(tmp_path / 'whole', 3))
-  train.train_and_evaluate(small_config(shapes_dir, cache), str(tmp_path / 'parts'))
+  def config(steps):
+    c = small_config(shapes_dir, cache)  # 160 images: 10 steps of 16 per epoch
+    c.num_train_steps, c.checkpoint_every_steps, c.eval_every_steps = steps, 7, 7
+    c.data.workers = workers
+    return c
 
-  resumed, uninterrupted = _params(tmp_path / 'parts', 6), _params(tmp_path / 'whole', 6)
+  train.train_and_evaluate(config(14), str(tmp_path / 'whole'))
+  whole, log[:] = list(log), []
+  train.train_and_evaluate(config(7), str(tmp_path / 'parts'))  # stops mid-epoch 1
+  first, log[:] = list(log), []
+  train.train_and_evaluate(config(14), str(tmp_path / 'parts'))  # resumes, crosses into epoch 2
+  second = list(log)
+
+  assert len(whole) == 14 and len(first) == 7 and len(second) == 7
+  for got, expected in zip(first + second, whole):
+    np.testing.assert_array_equal(got['label'], expected['label'])
+    np.testing.assert_array_equal(got['image'], expected['image'])
+  assert not np.array_equal(whole[7]['image'], whole[6]['image'])
+  # An epoch (10 steps) holds each image once; the next one is a new order.
+  ids = lambda batches: [b['image'][i].tobytes() for b in batches for i in range(16)]
+  assert ids(whole[:10])[:8] != ids(whole[10:])[:8]
+
+  resumed, uninterrupted = _params(tmp_path / 'parts', 14), _params(tmp_path / 'whole', 14)
   jax.tree.map(np.testing.assert_array_equal, resumed, uninterrupted)
+  jax.tree.map(np.testing.assert_array_equal, _params(tmp_path / 'parts', 7),
+               _params(tmp_path / 'whole', 7))
   # Not trivially equal: training moved the parameters between the checkpoints.
-  assert not np.array_equal(_params(tmp_path / 'whole', 3)['fc8']['kernel'],
+  assert not np.array_equal(_params(tmp_path / 'whole', 7)['fc8']['kernel'],
                             uninterrupted['fc8']['kernel'])
-  # The metrics of the interval after the resume (steps 5 and 6) match as well.
-  last = lambda d: [r for r in _records(d, 'train') if r['step'] == 6]
+  last = lambda d: [r for r in _records(d, 'train') if r['step'] == 14]
   assert last(tmp_path / 'parts')[0]['loss'] == last(tmp_path / 'whole')[0]['loss']
 
 

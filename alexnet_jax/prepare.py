@@ -1,0 +1,132 @@
+"""The packed format: any source converted once into ArrayRecord shards of 256x256 JPEGs.
+
+The paper's offline step (Section 2: shorter side to 256, central 256x256 patch) is done once,
+here, instead of in every epoch; training then decodes a small JPEG per image and reads it by
+random access. Run
+
+    python -m alexnet_jax.prepare --config=configs/paper.py --out=/data/imagenet_packed
+
+and train with --config.data.source=packed --config.data.packed_dir=/data/imagenet_packed.
+The folder holds `train-NNNNN-of-NNNNN.array_record` and `val-...` shards (records as
+`sources.pack_record` writes them), `classes.txt` (the label map: one synset per line, in label
+order), `stats.npz` (mean image and RGB PCA of every packed training image) and `info.json`
+(counts, settings and the files skipped as undecodable), written last.
+"""
+
+import functools
+import json
+import math
+import os
+
+import grain
+import numpy as np
+import tqdm
+from absl import app, flags, logging
+from array_record.python import array_record_module
+from ml_collections import config_flags
+
+from alexnet_jax import input_pipeline, sources, stats, transforms
+from alexnet_jax.errors import DataError
+
+
+def _pack_one(example: dict, size: int, quality: int, decoder: str) -> dict:
+  """One record of the packed format, or the reason it was skipped."""
+  out = input_pipeline.decode_fit(example, size, decoder)
+  name = str(example.get('name', '?'))
+  if out is None:
+    return {'skipped': name, 'reason': input_pipeline.skipped().get(name, 'undecodable')}
+  record = sources.pack_record(transforms.encode_jpeg(out['image'], quality), int(out['label']),
+                               name)
+  return {'record': record, 'image': out['image']}
+
+
+def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: int = 95,
+               shard_images: int = 5000, decoder: str = 'auto', workers: int = 0,
+               threads: int = 8, with_stats: bool = False):
+  """Writes `source` as `<out_dir>/<split>-*.array_record`, in source order.
+
+  Returns (images written, {skipped name: reason}, statistics or None).
+  """
+  n = len(source)
+  num_shards = max(1, math.ceil(n / shard_images))
+  os.makedirs(out_dir, exist_ok=True)
+  for stale in sources.packed_shards(out_dir, split):
+    os.remove(stale)
+  ds = grain.MapDataset.source(source).map(
+      functools.partial(_pack_one, size=size, quality=quality, decoder=decoder))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads))
+  it = input_pipeline.in_workers(it, workers)
+  acc = stats.Accumulator(size) if with_stats else None
+  skipped, written, writer, shard = {}, 0, None, -1
+  with tqdm.tqdm(total=n, desc=f'packing {split}', unit='img') as bar:
+    for i, item in enumerate(it):
+      if i // shard_images != shard:  # shard k holds source records [k * shard_images, ...)
+        if writer:
+          writer.close()
+        shard = i // shard_images
+        path = os.path.join(out_dir, f'{split}-{shard:05d}-of-{num_shards:05d}.array_record')
+        writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')  # random access
+      if 'skipped' in item:
+        skipped[item['skipped']] = item['reason']
+      else:
+        writer.write(item['record'])
+        written += 1
+        if acc:
+          acc.add(item['image'][None])
+      bar.update()
+  writer.close()
+  if skipped:
+    logging.warning('%s: %d of %d files were skipped as undecodable and are not in the packed '
+                    'split: %s', split, len(skipped), n,
+                    '; '.join(f'{k} ({v})' for k, v in sorted(skipped.items())))
+  return written, skipped, (acc.result() if acc else None)
+
+
+def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
+  """Packs the train and/or val split of the dataset `data_config` names; returns info.json."""
+  from alexnet_jax import data  # pylint: disable=g-import-not-at-top  (data imports sources)
+  if data_config.source == 'packed':
+    raise DataError('data.source is already "packed": point the config at the original '
+                    'images (imagefolder or tfds) to pack them.')
+  out_dir = os.path.expanduser(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  info_path = os.path.join(out_dir, 'info.json')
+  train_src = data.train_source(data_config)
+  size, d = data_config.resize_size, data_config
+  info = {'size': size, 'quality': d.packed_quality, 'classes': len(train_src.class_names),
+          'splits': {}}
+  if os.path.exists(info_path):
+    with open(info_path) as f:
+      old = json.load(f)
+    if all(old.get(k) == info[k] for k in ('size', 'quality', 'classes')):
+      info['splits'] = old['splits']  # splits packed earlier with the same settings stay listed
+    os.remove(info_path)  # incomplete until rewritten at the end
+  with open(os.path.join(out_dir, 'classes.txt'), 'w') as f:
+    f.write('\n'.join(train_src.class_names) + '\n')
+  for split in splits:
+    src = train_src if split == 'train' else data.eval_source(data_config, train_src.class_names)
+    written, skipped, norm = pack_split(
+        src, out_dir, split, size=size, quality=d.packed_quality,
+        shard_images=d.packed_shard_images, decoder=d.decoder, workers=d.workers,
+        threads=d.threads, with_stats=split == 'train')
+    if norm is not None:
+      stats.save(os.path.join(out_dir, stats.PACKED_STATS), norm)
+    info['splits'][split] = {'source': repr(src), 'images': written, 'skipped': skipped}
+  with open(info_path, 'w') as f:
+    json.dump(info, f, indent=1)
+  return info
+
+
+def main(argv):
+  del argv
+  info = prepare(flags.FLAGS.config.data, flags.FLAGS.out, tuple(flags.FLAGS.splits))
+  for split, s in info['splits'].items():
+    print(f'{split}: {s["images"]} images packed, {len(s["skipped"])} skipped, from {s["source"]}')
+
+
+if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', None, 'The config whose data to pack.')
+  flags.DEFINE_string('out', None, 'Output folder for the packed shards.')
+  flags.DEFINE_list('splits', ['train', 'val'], 'Which splits to pack.')
+  flags.mark_flags_as_required(['config', 'out'])
+  app.run(main)

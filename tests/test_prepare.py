@@ -1,0 +1,74 @@
+"""The packed format: `prepare` writes shards, label map and statistics; training reads them."""
+
+import json
+import os
+import pickle
+
+import grain
+import numpy as np
+
+from alexnet_jax import data, input_pipeline, prepare, sources, stats, transforms
+from configs import default
+from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_vanish
+
+
+def _data_config(train_dir, val_dir, out):
+  d = default.get_config().data
+  d.train_dir, d.val_dir, d.packed_dir = str(train_dir), str(val_dir), str(out)
+  d.resize_size, d.packed_shard_images, d.threads = 64, 5, 2
+  return d
+
+
+def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path):
+  d = _data_config(photo_dir, photo_dir, tmp_path / 'packed')
+  info = prepare.prepare(d, d.packed_dir)
+  assert info['splits']['train']['images'] == 18 and not info['splits']['train']['skipped']
+  assert len(sources.packed_shards(d.packed_dir, 'train')) == 4  # 5 images per shard
+  original = sources.ImageFolder(photo_dir)
+  d.source = 'packed'
+  packed = data.train_source(d)
+  assert packed.class_names == original.class_names and len(packed) == 18
+  assert pickle.loads(pickle.dumps(packed))[4] == packed[4]  # as Grain's workers receive it
+  for i in range(len(packed)):
+    record = packed[i]
+    assert record['label'] == original.labels[i] and record['name'] == original[i]['name']
+    expected = transforms.fit(transforms.decode(original[i]['image_bytes'], 64), 64)
+    image = transforms.decode(record['image_bytes'])
+    assert image.shape == (64, 64, 3)
+    # Pixel noise is JPEG's worst case (4:2:0 chroma); colours must still agree closely.
+    assert np.abs(image.astype(float) - expected).mean() < 8
+    np.testing.assert_allclose(image.mean((0, 1)), expected.mean((0, 1)), atol=1.0)
+  # The statistics beside the shards are those of the packed training images.
+  norm = stats.load_or_compute(packed, d)
+  direct = stats.compute(original, 64, threads=1)
+  np.testing.assert_allclose(norm.mean_image, direct.mean_image, atol=1e-3)
+  np.testing.assert_allclose(norm.eigvals, direct.eigvals, rtol=1e-4)
+  assert len(data.eval_source(d, packed.class_names)) == 18
+  d.source = 'imagefolder'
+  prepare.prepare(d, d.packed_dir, splits=('val',))  # a split packed later joins the others
+  info = json.load(open(os.path.join(d.packed_dir, 'info.json')))
+  assert info['classes'] == 3 and sorted(info['splits']) == ['train', 'val']
+
+
+def test_prepare_skips_broken_files_and_names_them(broken_dir, tmp_path):
+  d = _data_config(broken_dir, broken_dir, tmp_path / 'packed')
+  src = sources.ImageFolder(str(broken_dir))
+  make_vanish(broken_dir)
+  written, skipped, norm = prepare.pack_split(src, d.packed_dir, 'train', size=32,
+                                              shard_images=3, threads=2, with_stats=True)
+  assert written == len(BROKEN_DIR_DECODABLE) and norm.mean_image.shape == (32, 32, 3)
+  assert sorted(os.path.relpath(k, broken_dir) for k in skipped) == BROKEN_DIR_UNDECODABLE
+  records = grain.sources.ArrayRecordDataSource(sources.packed_shards(d.packed_dir, 'train'))
+  labels = [int(sources.unpack_record(records[i])['label']) for i in range(len(records))]
+  assert labels == [label for _, label in BROKEN_DIR_DECODABLE]
+
+
+def test_training_pipeline_reads_packed_shards(photo_dir, tmp_path):
+  d = _data_config(photo_dir, photo_dir, tmp_path / 'packed')
+  prepare.prepare(d, d.packed_dir, splits=('train',))
+  packed = sources.Packed(d.packed_dir, 'train')
+  norm = stats.load(os.path.join(d.packed_dir, stats.PACKED_STATS))
+  it = iter(input_pipeline.train_dataset(packed, norm, batch_size=6, seed=0, resize=64, crop=56,
+                                         threads=2))
+  labels = np.concatenate([next(it)['label'] for _ in range(3)])
+  assert sorted(labels.tolist()) == sorted(packed[i]['label'] for i in range(18))
