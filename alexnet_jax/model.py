@@ -95,23 +95,27 @@ def _conv(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
 
 
 def space_to_depth_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """A VALID convolution with stride s as a stride-1 convolution over s x s pixel blocks.
+  """A VALID convolution with stride s as one matrix product over s x s pixel blocks.
 
-  The k x k kernel is zero-padded to a multiple of s and folded the same way, so the result is
-  the strided convolution exactly; XLA:CPU runs conv1 (11x11, stride 4, 3 channels) several
-  times faster in this form.
+  The image is cut into s x s blocks (space to depth), each output position gathers its
+  ceil(k/s)^2 neighbouring blocks as one row, and the k x k kernel, zero-padded to a multiple
+  of s and folded the same way, multiplies them: exactly the strided convolution. For conv1
+  (11x11, stride 4, 3 channels) XLA:CPU runs this, forward and weight gradient, in about half
+  the time of its direct convolution.
   """
   n, h, w, c = x.shape
   k = kernel.shape[0]
   kb = -(-k // stride)                                   # kernel size in blocks
-  hb, wb = (h - k) // stride + kb, (w - k) // stride + kb  # input size in blocks
+  oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+  hb, wb = oh + kb - 1, ow + kb - 1                      # input size in blocks
   x = x[:, :hb * stride, :wb * stride]
   x = jnp.pad(x, ((0, 0), (0, hb * stride - x.shape[1]), (0, wb * stride - x.shape[2]), (0, 0)))
   x = x.reshape(n, hb, stride, wb, stride, c).transpose(0, 1, 3, 2, 4, 5)
   x = x.reshape(n, hb, wb, stride * stride * c)
+  rows = jnp.concatenate([x[:, i:i + oh, j:j + ow] for i in range(kb) for j in range(kb)], -1)
   kernel = jnp.pad(kernel, ((0, kb * stride - k), (0, kb * stride - k), (0, 0), (0, 0)))
   kernel = kernel.reshape(kb, stride, kb, stride, c, -1).transpose(0, 2, 1, 3, 4, 5)
-  return _conv(x, kernel.reshape(kb, kb, stride * stride * c, -1))
+  return rows @ kernel.reshape(kb * kb * stride * stride * c, -1)
 
 
 class TowerConv(nn.Module):
@@ -189,8 +193,8 @@ class AlexNet(nn.Module):
     dtype: compute dtype (float32 or bfloat16); parameters are always float32.
     split_towers: compute grouped convolutions tower by tower (faster on CPU) rather than with
       `feature_group_count`; the mathematics and the parameters are the same.
-    space_to_depth: compute conv1 as a stride-1 convolution over 4x4 pixel blocks (faster on
-      CPU); again the same mathematics and parameters.
+    space_to_depth: compute conv1 as one matrix product over 4x4 pixel blocks (faster on CPU,
+      see `space_to_depth_conv`); again the same mathematics and parameters.
   """
   num_classes: int = 1000
   towers: Literal[1, 2] = 2

@@ -7,9 +7,10 @@ learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes
 
 import dataclasses
 import functools
+import math
 import time
 
-import flax
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -94,12 +95,19 @@ def pad_batch(batch: dict, size: int) -> dict:
   return padded
 
 
-def evaluate(p_eval_step, state: TrainState, eval_ds, batch_size: int,
-             batch_sharding: jax.sharding.Sharding) -> dict:
-  """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set."""
+def evaluate(p_eval_step, state: TrainState, eval_ds, *, batch_size: int, crop: int,
+             num_batches: int, batch_sharding: jax.sharding.Sharding) -> dict:
+  """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set.
+
+  Every process runs the same `num_batches` steps, as the sharded step needs all of them: one
+  whose share of the images has run out (a smaller share, or skipped files) feeds padding.
+  """
   start, sums = time.perf_counter(), None
-  for batch in eval_ds:
-    out = p_eval_step(state, sharding.shard_batch(pad_batch(batch, batch_size), batch_sharding))
+  empty = {'image': np.zeros((0, crop, crop, 3), np.float32), 'label': np.zeros((0,), np.int32)}
+  batches = iter(eval_ds)
+  for _ in range(num_batches):
+    batch = pad_batch(next(batches, empty), batch_size)
+    out = p_eval_step(state, sharding.shard_batch(batch, batch_sharding))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   n = float(sums.pop('count'))
@@ -111,6 +119,15 @@ def evaluate(p_eval_step, state: TrainState, eval_ds, batch_size: int,
 # ---------------------------------------------------------------------------------------------
 # The loop.
 # ---------------------------------------------------------------------------------------------
+
+
+def device_batches(ds: grain.IterDataset, batch_sharding: jax.sharding.Sharding, ahead: int = 2):
+  """An iterator of batches already on the devices: a thread puts them there `ahead` steps
+  before the loop takes them. Its checkpointed state (Grain's thread prefetch) is the position
+  of the batches the loop has taken, not of those in flight, so a resumed run sees each once."""
+  put = functools.partial(sharding.shard_batch, sharding=batch_sharding)
+  return iter(grain.experimental.ThreadPrefetchIterDataset(ds.map(put),
+                                                           prefetch_buffer_size=ahead))
 
 
 def _lr_for_policy(o: ml_collections.ConfigDict, policy: optim.PlateauState, epoch: int) -> float:
@@ -126,6 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- Devices and mesh: built once; the input, the steps and the checkpoints all use it ------
   mesh = sharding.create_mesh(config)
+  batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   logging.info('Mesh: %s', dict(mesh.shape))
 
   # --- Input ----------------------------------------------------------------------------------
@@ -142,14 +160,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   norm = stats.load_or_compute(train_src, config.data)
   local_batch = config.batch_size // jax.process_count()
   d = config.data
-  train_iter = iter(input_pipeline.train_dataset(
+  train_ds = input_pipeline.train_dataset(
       train_src, norm, batch_size=local_batch, seed=config.seed, resize=d.resize_size,
       crop=d.crop_size, flip=d.flip, lighting_std=d.lighting_std,
       lighting_scale=d.lighting_scale, workers=d.workers,
-      threads=d.threads, decoder=d.decoder))
+      threads=d.threads, decoder=d.decoder)
+  train_iter = device_batches(train_ds, batch_sharding)
   eval_ds = input_pipeline.eval_dataset(eval_src, norm, batch_size=local_batch,
                                         resize=d.resize_size, crop=d.crop_size,
                                         workers=d.workers, threads=d.threads, decoder=d.decoder)
+  # The most batches any process's share of the evaluation set can make; all processes run them.
+  eval_batches = math.ceil(math.ceil(len(eval_src) / jax.process_count()) / local_batch)
   steps_per_epoch = max(1, len(train_src) // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * steps_per_epoch)
@@ -176,7 +197,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def meta():
     return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names}
 
-  batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   p_train_step = sharding.jit(train_step, mesh, (state_sharding, batch_sharding, replicated),
                               (state_sharding, replicated), donate_argnums=0)
   p_eval_step = sharding.jit(eval_step, mesh, (state_sharding, batch_sharding), replicated)
@@ -194,8 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if lr != current_lr:  # a Python float: no device round trip per step
         state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
         current_lr = lr
-      batch = sharding.shard_batch(next(train_iter), batch_sharding)
-      state, metrics = p_train_step(state, batch, dropout_rng)
+      state, metrics = p_train_step(state, next(train_iter), dropout_rng)
       history.append(metrics)
       step += 1
       bar.update()
@@ -216,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         history, interval_start, interval_step = [], time.perf_counter(), step
 
       if step % eval_every == 0 or step == total_steps:
-        val = evaluate(p_eval_step, state, eval_ds, local_batch, batch_sharding)
+        val = evaluate(p_eval_step, state, eval_ds, batch_size=local_batch, crop=d.crop_size,
+                       num_batches=eval_batches, batch_sharding=batch_sharding)
         val['lr'] = float(optim.get_lr(state.opt_state))
         writer.write('val', step, step / steps_per_epoch, val)
         final['val'] = val

@@ -34,7 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.input_scale = 1.0           # images are multiplied by this first (paper: raw 0-255 values)
   m.dtype = 'float32'           # compute dtype: 'float32' | 'bfloat16'
   m.split_towers = True         # grouped convs as one conv per tower (same maths, faster on CPU)
-  m.space_to_depth = True       # conv1 over 4x4 pixel blocks (same maths, faster on CPU)
+  m.space_to_depth = True       # conv1 as one matrix product over 4x4 pixel blocks (same maths)
 
   # Sections 2 and 4.1: the data and its augmentation.
   c.data = d = ml_collections.ConfigDict()

@@ -2,6 +2,7 @@
 
     python experiments/step_benchmark.py                 # batch 128, 5 timed runs of 5 steps
     python experiments/step_benchmark.py --runs=7 --steps=10 --json=step.json
+    python experiments/step_benchmark.py --data=../shared/data/imagenette/train  # + end to end
 
 The same network (two towers as grouped convolutions, LRN by the paper's formula within each
 tower, dropout, 1000 classes, 227x227 input) and the same update rule (the learning rate inside
@@ -10,6 +11,8 @@ already on the device, so that only the step is timed. Contenders are timed in t
 run, and the median over runs is reported, with the ratio against PyTorch eager from the same
 process. Compile time (or PyTorch's first steps) is reported separately; FLOPs per step come
 from XLA's cost analysis, memory from the compiled step (and the device's peak on a GPU).
+With --data, the float32 step also runs fed by the real input pipeline, for the end-to-end
+rate beside the synthetic one.
 """
 
 import json
@@ -18,13 +21,13 @@ import statistics
 import sys
 import time
 
+import grain
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+from alexnet_jax import input_pipeline, optim, sources, stats  # pylint: disable=g-import-not-at-top
 from alexnet_jax.model import AlexNet
 from alexnet_jax.train import TrainState, train_step
 
@@ -35,6 +38,9 @@ _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'JAX compute dtypes.')
 _TORCH = flags.DEFINE_list('torch', ['eager', 'compile'], 'PyTorch modes; empty for none.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
+_DATA = flags.DEFINE_string('data', None, 'An ImageFolder of JPEGs: also time the float32 step '
+                            'fed by the real input pipeline (end to end).')
+_WORKERS = flags.DEFINE_integer('workers', 2, 'Grain worker processes for --data.')
 
 # Dense peak throughput (FLOP/s) by device kind, for the fraction of peak on a GPU.
 _PEAK = {
@@ -49,7 +55,19 @@ _PEAK = {
 # ---------------------------------------------------------------------------------------------
 
 
-def jax_contender(dtype: str, batch: int):
+def real_batches(data_dir: str, batch: int, workers: int):
+  """Training batches from JPEGs through the project's Grain pipeline, put on the device by a
+  thread two steps ahead, as train.py does."""
+  source = sources.ImageFolder(data_dir)
+  norm = stats.compute(source, 256, max_images=256, workers=workers)  # enough for a timing run
+  ds = input_pipeline.train_dataset(source, norm, batch_size=batch, seed=0, resize=256, crop=227,
+                                    workers=workers)
+  return iter(grain.experimental.ThreadPrefetchIterDataset(ds.map(jax.device_put),
+                                                           prefetch_buffer_size=2))
+
+
+def jax_contender(dtype: str, batch: int, batches=None):
+  """The compiled step on one synthetic batch kept on the device, or on `batches` if given."""
   model = AlexNet(dtype=jnp.dtype(dtype))
   images = jax.random.normal(jax.random.key(1), (batch, 227, 227, 3), jnp.float32) * 60
   labels = jax.random.randint(jax.random.key(2), (batch,), 0, 1000)
@@ -72,7 +90,7 @@ def jax_contender(dtype: str, batch: int):
   def run(steps):
     s = box['state']
     for _ in range(steps):
-      s, metrics = compiled(s, data, rng)
+      s, metrics = compiled(s, data if batches is None else next(batches), rng)
     jax.block_until_ready(metrics['loss'])
     box['state'] = s
 
@@ -156,6 +174,9 @@ def main(argv):
   contenders = {}
   for dtype in _DTYPES.value:
     contenders[f'jax {dtype}'] = jax_contender(dtype, batch)
+  if _DATA.value:
+    contenders['jax float32 + input'] = jax_contender(
+        'float32', batch, real_batches(_DATA.value, batch, _WORKERS.value))
   for mode in _TORCH.value:
     try:
       contenders[f'torch {mode}'] = torch_contender(mode, batch)

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import train
+from alexnet_jax import sharding, train
 from alexnet_jax.errors import CheckpointError, UserError
 from configs import demo
 from tests.conftest import small_config
@@ -45,7 +45,7 @@ def test_short_run_loss_falls_and_metrics_are_logged(shapes_dir, tmp_path):
 
 
 class _Recorder:
-  """The training iterator, keeping a copy of every batch the loop draws from it."""
+  """The training iterator, keeping a copy of every batch the loop takes from it."""
 
   def __init__(self, it, log):
     self._it, self._log = it, log
@@ -72,9 +72,8 @@ class _Recorder:
 def test_resumed_run_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch, workers):
   """A run stopped mid-epoch and resumed sees exactly the batches of an uninterrupted run."""
   log = []
-  make = train.input_pipeline.train_dataset
-  monkeypatch.setattr(train.input_pipeline, 'train_dataset',
-                      lambda *a, **k: _Recorder(iter(make(*a, **k)), log))
+  make = train.device_batches
+  monkeypatch.setattr(train, 'device_batches', lambda *a, **k: _Recorder(make(*a, **k), log))
   cache = str(tmp_path / 'cache')
 
   def config(steps):
@@ -147,6 +146,29 @@ def test_eval_step_ignores_padding():
   top5 = np.argsort(-logits, 1)[:, :5]
   assert float(out['top1_err']) == (top5[:, 0] != batch['label']).sum()
   assert float(out['top5_err']) == sum(l not in t for l, t in zip(batch['label'], top5))
+
+
+def test_evaluate_runs_the_agreed_number_of_batches_padding_a_short_share():
+  """A process whose share of the evaluation images ends early still runs every eval step."""
+  model = train.create_model(small_config('/x', '/y').model)
+  state = train.create_train_state(jax.random.key(0), model, 67, small_config('/x', '/y').optim)
+  rng = np.random.default_rng(0)
+  batches = [{'image': rng.normal(0, 60, (n, 67, 67, 3)).astype(np.float32),
+              'label': rng.integers(0, 10, n).astype(np.int32)} for n in (8, 3)]
+  calls = []
+
+  def counting_step(state, batch):
+    calls.append(int(batch['mask'].sum()))
+    return train.eval_step(state, batch)
+
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ('data', 'model'))
+  metrics = train.evaluate(counting_step, state, batches, batch_size=8, crop=67, num_batches=4,
+                           batch_sharding=sharding.batch_sharding(mesh))
+  assert calls == [8, 3, 0, 0]
+  whole = {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label')}
+  expected = train.eval_step(state, train.pad_batch(whole, 11))
+  assert metrics['top1_err'] == pytest.approx(float(expected['top1_err']) / 11)
+  assert metrics['loss'] == pytest.approx(float(expected['loss']) / 11, rel=1e-5)
 
 
 def test_demo_config_reaches_90_percent(tmp_path):
