@@ -46,7 +46,29 @@ def _is_image(name: str) -> bool:
   return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-class ImageFolder:
+class _ImageFiles:
+  """Image files on disk with their labels: what ImageFolder and ImageNetVal share once listed.
+
+  Subclasses set `root`, `key`, `class_names`, `_paths` and `_labels`.
+  """
+
+  def __len__(self) -> int:
+    return len(self._paths)
+
+  def __getitem__(self, index: int) -> dict:
+    path = str(self._paths[index])
+    return {**_read(path), 'label': self._labels[index], 'name': path}
+
+  def __repr__(self) -> str:
+    return (f'{type(self).__name__}({self.root!r}, {len(self)} images, '
+            f'{len(self.class_names)} classes)')
+
+  @property
+  def labels(self) -> np.ndarray:
+    return self._labels
+
+
+class ImageFolder(_ImageFiles):
   """`root/<class>/<image>` files, classes numbered in sorted folder order."""
 
   def __init__(self, root: str, class_names: Sequence[str] | None = None):
@@ -76,20 +98,6 @@ class ImageFolder:
     self.key = f'imagefolder:{os.path.realpath(root)}'
     self._paths = np.array(paths)  # one array, not a list of str objects: cheap to send to workers
     self._labels = np.array(labels, dtype=np.int32)
-
-  def __len__(self) -> int:
-    return len(self._paths)
-
-  def __getitem__(self, index: int) -> dict:
-    path = str(self._paths[index])
-    return {**_read(path), 'label': self._labels[index], 'name': path}
-
-  def __repr__(self) -> str:
-    return f'ImageFolder({self.root!r}, {len(self)} images, {len(self.class_names)} classes)'
-
-  @property
-  def labels(self) -> np.ndarray:
-    return self._labels
 
 
 def _devkit_labels(path: str) -> list[str]:
@@ -125,7 +133,7 @@ def _csv_labels(path: str) -> dict[str, str]:
   return out
 
 
-class ImageNetVal:
+class ImageNetVal(_ImageFiles):
   """ILSVRC-2012 validation as distributed: a flat folder of images and a label file.
 
   `labels_file` is either the devkit's `ILSVRC2012_validation_ground_truth.txt` (with the
@@ -168,20 +176,6 @@ class ImageNetVal:
     self.key = f'imagenetval:{os.path.realpath(root)}'
     self._paths = np.array([os.path.join(root, f) for f in files])
     self._labels = np.array([index[s] for s in synsets], dtype=np.int32)
-
-  def __len__(self) -> int:
-    return len(self._paths)
-
-  def __getitem__(self, index: int) -> dict:
-    path = str(self._paths[index])
-    return {**_read(path), 'label': self._labels[index], 'name': path}
-
-  def __repr__(self) -> str:
-    return f'ImageNetVal({self.root!r}, {len(self)} images, {len(self.class_names)} classes)'
-
-  @property
-  def labels(self) -> np.ndarray:
-    return self._labels
 
 
 class TFDS:
