@@ -174,9 +174,9 @@ def main(argv):
   contenders = {}
   for dtype in _DTYPES.value:
     contenders[f'jax {dtype}'] = jax_contender(dtype, batch)
-  if _DATA.value:
-    contenders['jax float32 + input'] = jax_contender(
-        'float32', batch, real_batches(_DATA.value, batch, _WORKERS.value))
+  feed = real_batches(_DATA.value, batch, _WORKERS.value) if _DATA.value else None
+  if feed is not None:
+    contenders['jax float32 + input'] = jax_contender('float32', batch, feed)
   for mode in _TORCH.value:
     try:
       contenders[f'torch {mode}'] = torch_contender(mode, batch)
@@ -207,6 +207,8 @@ def main(argv):
     extras = ' '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
                       for k, v in row.items() if k not in ('images_per_sec', 'runs'))
     print(f'  {name:16s} {median:9.1f} images/s  {extras}')
+  if feed is not None:
+    feed.close()  # stops the worker processes and frees their shared memory
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump({'batch': batch, 'device': device.device_kind, 'jax': jax.__version__,
