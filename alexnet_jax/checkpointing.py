@@ -4,6 +4,7 @@ every item is written, so an interrupted save leaves no half-written checkpoint 
 """
 
 import json
+import os
 
 import grain
 import ml_collections
@@ -20,6 +21,8 @@ _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_bia
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`."""
+  if '://' not in workdir:  # Orbax writes arrays only to absolute paths; gs:// etc. pass as given
+    workdir = os.path.abspath(os.path.expanduser(workdir))
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options,
                                item_names=('state', 'config', 'meta', 'data_iter'))

@@ -109,10 +109,11 @@ def test_resumed_run_equals_uninterrupted_run(shapes_dir, tmp_path, monkeypatch,
   assert last(tmp_path / 'parts')[0]['loss'] == last(tmp_path / 'whole')[0]['loss']
 
 
-def test_checkpoint_from_another_config_is_refused(shapes_dir, tmp_path):
+def test_checkpoint_from_another_config_is_refused(shapes_dir, tmp_path, monkeypatch):
   config = small_config(shapes_dir, str(tmp_path / 'cache'))
   config.num_train_steps = 3
-  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  monkeypatch.chdir(tmp_path)
+  train.train_and_evaluate(config, 'run')  # a relative workdir, as the README's commands give
   config.model.width = 0.25
   config.num_train_steps = 6
   with pytest.raises(CheckpointError, match=r'model\.width: checkpoint 0\.125, config 0\.25'):
