@@ -58,7 +58,8 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
   old, new = _flatten(saved), _flatten(json.loads(config.to_json()))
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
-           if any(k == p or k.startswith(p + '.') for p in _MUST_MATCH) and old.get(k) != new.get(k)]
+           if old.get(k) != new.get(k)
+           and any(k == p or k.startswith(p + '.') for p in _MUST_MATCH)]
   if diffs:
     raise CheckpointError(
         f'The checkpoint in {where} was written by a different config ({"; ".join(diffs[:6])}'

@@ -266,8 +266,10 @@ class AlexNet(nn.Module):
     x = act(self._conv('conv4', 3, padding=1, groups=t)(x))
     x = pool(act(self._conv('conv5', 3, padding=1, groups=t)(x)))              # 13 -> 6
     x = x.reshape(x.shape[0], -1)                                               # 6*6*256 = 9216
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(self._dense('fc6', self._features(self.fc_features))(x)))
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(act(self._dense('fc7', self._features(self.fc_features))(x)))
+    fc = self._features(self.fc_features)
+    dropout = lambda x: nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = dropout(act(self._dense('fc6', fc)(x)))                                 # both towers
+    x = dropout(act(self._dense('fc7', fc)(x)))
     return self._dense('fc8', self.num_classes)(x).astype(jnp.float32)
 
 

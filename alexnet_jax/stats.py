@@ -2,7 +2,8 @@
 
 Computed in one streaming pass over (a sample of) the training images of any source after the
 paper's offline step, accumulating in float64, so memory stays bounded whatever the dataset's
-size. The result is cached as an .npz file (a packed dataset carries its own); training loads it. Run it ahead of training with
+size. The result is cached as an .npz file (a packed dataset carries its own); training loads
+it. Run it ahead of training with
 
     python -m alexnet_jax.stats --config=configs/imagenette.py
 """
