@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 
-import grain
 import jax
 import jax.numpy as jnp
 from absl import app, flags
@@ -29,6 +28,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from alexnet_jax import input_pipeline, optim, sources, stats  # pylint: disable=g-import-not-at-top
 from alexnet_jax.model import AlexNet
+from alexnet_jax import train
 from alexnet_jax.train import TrainState, train_step
 
 _BATCH = flags.DEFINE_integer('batch', 128, 'Images per step (the paper: 128).')
@@ -62,8 +62,7 @@ def real_batches(data_dir: str, batch: int, workers: int):
   norm = stats.compute(source, 256, max_images=256, workers=workers)  # enough for a timing run
   ds = input_pipeline.train_dataset(source, norm, batch_size=batch, seed=0, resize=256, crop=227,
                                     workers=workers)
-  return iter(grain.experimental.ThreadPrefetchIterDataset(ds.map(jax.device_put),
-                                                           prefetch_buffer_size=2))
+  return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
 
 
 def jax_contender(dtype: str, batch: int, batches=None):
