@@ -60,12 +60,20 @@ def decode_fit(example: dict, size: int, decoder: str = 'auto') -> dict | None:
   except transforms.UndecodableImage as e:
     _skip(name, str(e))
     return None
-  return {'image': transforms.fit(image, size, decoder), 'label': np.int32(example['label'])}
+  out = {'image': transforms.fit(image, size, decoder), 'label': np.int32(example['label'])}
+  if 'index' in example:
+    out['index'] = example['index']
+  return out
+
+
+def _with_index(index: int, example: dict) -> dict:
+  return {**example, 'index': np.int32(index)}
 
 
 def fitted(source, size: int, decoder: str = 'auto') -> grain.MapDataset:
-  """The paper's offline step over a source; undecodable records become None (dropped)."""
-  return grain.MapDataset.source(source).map(
+  """The paper's offline step over a source, each example with its `index` in the source;
+  undecodable records become None (dropped)."""
+  return grain.MapDataset.source(source).map_with_index(_with_index).map(
       functools.partial(decode_fit, size=size, decoder=decoder))
 
 
@@ -87,9 +95,12 @@ def _train_augment(example: dict, rng: np.random.Generator, *, norm: Normalizati
   return {'image': image, 'label': example['label']}
 
 
-def _eval_view(example: dict, *, norm: Normalization, crop: int) -> dict:
-  image = transforms.center_crop(transforms.centre(example['image'], norm.mean_image), crop)
-  return {'image': np.ascontiguousarray(image), 'label': example['label']}
+def _eval_view(example: dict, *, norm: Normalization, crop: int, views: str) -> dict:
+  image = transforms.centre(example['image'], norm.mean_image)
+  image = transforms.center_crop(image, crop) if views == 'center' else transforms.ten_crop(
+      image, crop)
+  return {'image': np.ascontiguousarray(image), 'label': example['label'],
+          'index': example['index']}
 
 
 def _shard(ds: grain.MapDataset) -> grain.MapDataset:
@@ -133,11 +144,16 @@ def train_dataset(source, norm: Normalization, *, batch_size: int, seed: int, re
 
 
 def eval_dataset(source, norm: Normalization, *, batch_size: int, resize: int, crop: int,
-                 workers: int = 0, threads: int = 8, decoder: str = 'auto') -> grain.IterDataset:
-  """One pass over this process's share of the evaluation images, centre crops, in order.
+                 views: str = 'center', workers: int = 0, threads: int = 8,
+                 decoder: str = 'auto') -> grain.IterDataset:
+  """One pass over this process's share of the evaluation images, in order.
 
-  The last batch may be smaller than `batch_size`.
+  `views='center'`: `image` is (B, crop, crop, 3), the centre patch. `views='ten'`: `image` is
+  (B, 10, crop, crop, 3), the paper's ten patches (transforms.ten_crop). Each example also
+  carries `index`, its position in the source. The last batch may be smaller than `batch_size`.
   """
+  if views not in ('center', 'ten'):
+    raise ValueError(f"views must be 'center' or 'ten', not {views!r}")
   ds = _shard(fitted(source, resize, decoder))
-  ds = ds.map(functools.partial(_eval_view, norm=norm, crop=crop))
+  ds = ds.map(functools.partial(_eval_view, norm=norm, crop=crop, views=views))
   return _batched(ds, batch_size, False, workers, threads)

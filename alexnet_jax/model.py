@@ -195,6 +195,12 @@ class AlexNet(nn.Module):
       `feature_group_count`; the mathematics and the parameters are the same.
     space_to_depth: compute conv1 as one matrix product over 4x4 pixel blocks (faster on CPU,
       see `space_to_depth_conv`); again the same mathematics and parameters.
+    skip_convs: middle conv layers (2, 3, 4) left out, for Section 7's ablation. A removed
+      layer's convolution, ReLU and LRN go; its pooling stays, so the maps keep their sizes, and
+      the next layer reads the previous layer's maps (towers stay apart where conv3 is removed).
+
+  The fc7 activations (after ReLU, before dropout: the 4096-d features of Figure 4) are sown in
+  `intermediates/fc7`: `model.apply(v, x, train=False, mutable=['intermediates'])` returns them.
   """
   num_classes: int = 1000
   towers: Literal[1, 2] = 2
@@ -218,6 +224,7 @@ class AlexNet(nn.Module):
   dtype: jnp.dtype = jnp.float32
   split_towers: bool = True
   space_to_depth: bool = True
+  skip_convs: tuple[int, ...] = ()
 
   def _features(self, n: int) -> int:
     return max(self.towers, round(n * self.width))
@@ -259,17 +266,25 @@ class AlexNet(nn.Module):
     def pool(x):
       return max_pool(x, self.pool_window, self.pool_stride)
 
+    def layer(name, x, kernel, padding, groups):
+      if int(name[-1]) in self.skip_convs:  # the ablation of Section 7
+        return x
+      return act(self._conv(name, kernel, padding=padding, groups=groups)(x))
+
     x = (images * self.input_scale if self.input_scale != 1.0 else images).astype(self.dtype)
     x = pool(norm(act(self._conv('conv1', 11, 4, self.conv1_padding)(x))))      # 55 -> 27
-    x = pool(norm(act(self._conv('conv2', 5, padding=2, groups=t)(x))))         # 27 -> 13
-    x = act(self._conv('conv3', 3, padding=1)(x))                               # both towers
-    x = act(self._conv('conv4', 3, padding=1, groups=t)(x))
+    x = layer('conv2', x, 5, 2, t)
+    x = pool(norm(x) if 2 not in self.skip_convs else x)                        # 27 -> 13
+    x = layer('conv3', x, 3, 1, 1)                                              # both towers
+    x = layer('conv4', x, 3, 1, t)
     x = pool(act(self._conv('conv5', 3, padding=1, groups=t)(x)))              # 13 -> 6
     x = x.reshape(x.shape[0], -1)                                               # 6*6*256 = 9216
     fc = self._features(self.fc_features)
     dropout = lambda x: nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     x = dropout(act(self._dense('fc6', fc)(x)))                                 # both towers
-    x = dropout(act(self._dense('fc7', fc)(x)))
+    x = act(self._dense('fc7', fc)(x))
+    self.sow('features', 'fc7_act', x)                                          # Figure 4
+    x = dropout(x)
     return self._dense('fc8', self.num_classes)(x).astype(jnp.float32)
 
 

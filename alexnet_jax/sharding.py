@@ -46,7 +46,7 @@ def create_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
   Raises ConfigError where the config cannot be laid out on these devices.
   """
   devices = jax.devices() if devices is None else devices
-  n, towers = len(devices), config.model.towers
+  n, towers = len(devices), config.model.get('towers', 1)
   model = model_axis_size(config.mesh, towers, n)
   _require(model == 1 or towers == model, 'mesh.model', model,
            f'a model axis of {model} puts one tower per device, but model.towers = {towers}; '

@@ -23,6 +23,7 @@ from flax.training import train_state
 from alexnet_jax import checkpointing, config_check, data, input_pipeline, optim, sharding, stats
 from alexnet_jax.errors import UserError
 from alexnet_jax.metric_writer import MetricWriter
+from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.model import AlexNet
 
 
@@ -30,14 +31,21 @@ class TrainState(train_state.TrainState):
   """step, params and opt_state (the learning rate lives in opt_state.hyperparams)."""
 
 
-def create_model(model_config: ml_collections.ConfigDict) -> AlexNet:
+# config.model.arch names the network; the other config.model fields are its module fields.
+ARCHITECTURES = {'alexnet': AlexNet, 'cifar_cnn': CifarCNN}
+
+
+def create_model(model_config: ml_collections.ConfigDict) -> AlexNet | CifarCNN:
   fields = dict(model_config)
-  fields['conv_features'] = tuple(fields['conv_features'])
+  arch = ARCHITECTURES[fields.pop('arch', 'alexnet')]
+  for name, value in fields.items():
+    if isinstance(value, (list, tuple)):
+      fields[name] = tuple(value)
   fields['dtype'] = jnp.dtype(fields['dtype'])
-  return AlexNet(**fields)
+  return arch(**fields)
 
 
-def create_train_state(rng: jax.Array, model: AlexNet, image_size: int,
+def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: int,
                        optim_config: ml_collections.ConfigDict) -> TrainState:
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']

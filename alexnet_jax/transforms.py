@@ -107,6 +107,16 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
   return crop(image, (image.shape[0] - size) // 2, (image.shape[1] - size) // 2, size)
 
 
+def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """Section 4.1's test-time views: the four corner patches, the centre patch and the horizontal
+  reflections of all five, stacked as (10, size, size, C) in that order."""
+  h, w = image.shape[:2]
+  offsets = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),
+             ((h - size) // 2, (w - size) // 2)]
+  views = [crop(image, top, left, size) for top, left in offsets]
+  return np.stack(views + [mirror(v) for v in views])
+
+
 def random_offsets(shape: tuple, size: int, rng: np.random.Generator) -> tuple[int, int]:
   """Section 4.1: the corner of a random size x size patch of an image of `shape`."""
   return int(rng.integers(0, shape[0] - size + 1)), int(rng.integers(0, shape[1] - size + 1))

@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Section 3: the network. Fields mirror alexnet_jax.model.AlexNet.
   c.model = m = ml_collections.ConfigDict()
+  m.arch = 'alexnet'            # 'alexnet' | 'cifar_cnn' (the CIFAR-10 net of Figure 1)
   m.num_classes = 1000
   m.towers = 2                  # the two-GPU net: grouped conv2/4/5, LRN within each tower
   m.conv_features = (96, 256, 384, 384, 256)
@@ -35,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.dtype = 'float32'           # compute dtype: 'float32' | 'bfloat16'
   m.split_towers = True         # grouped convs as one conv per tower (same maths, faster on CPU)
   m.space_to_depth = True       # conv1 as one matrix product over 4x4 pixel blocks (same maths)
+  m.skip_convs = ()             # middle conv layers (2, 3, 4) removed: Section 7's ablation
 
   # Sections 2 and 4.1: the data and its augmentation.
   c.data = d = ml_collections.ConfigDict()

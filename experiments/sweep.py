@@ -1,0 +1,180 @@
+"""Runs a sweep (a base config and named overrides) and gathers the runs into one table.
+
+    python -m experiments.sweep --sweep=ablations --root=runs/ablations
+    python -m experiments.sweep --sweep=lrn --root=runs/ablations      # baseline + no_lrn only
+    python -m experiments.sweep --sweep=ablations --root=runs/ablations --gather_only
+
+Each run is `python -m alexnet_jax.main --config=BASE --config.FIELD=VALUE ... --workdir=ROOT/NAME`
+in its own process (its log in ROOT/NAME/log.txt), one after another or --parallel at once. A run
+whose workdir already holds its final record (ROOT/NAME/run.json) is not run again, so sweeps
+that share a root share their baseline, and an interrupted sweep resumes where it stopped (an
+unfinished run resumes from its last checkpoint). The sweeps are defined in experiments/sweeps.py.
+
+The table (ROOT/results.csv and ROOT/results.md) has, per run, the final training and validation
+errors, the best validation error, the change against the run named `baseline`, the epochs, the
+parameter count and the wall time.
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+from experiments import sweeps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def flag_value(value) -> str:
+  """A config value as ml_collections' command-line parser reads it back."""
+  if isinstance(value, (tuple, list)):
+    return '(' + ''.join(f'{v!r},' for v in value) + ')'
+  return str(value)
+
+
+def command(base: str, overrides: dict, workdir: str) -> list[str]:
+  return [sys.executable, '-m', 'alexnet_jax.main', f'--config={base}', f'--workdir={workdir}',
+          *(f'--config.{k}={flag_value(v)}' for k, v in overrides.items())]
+
+
+def launch(name: str, base: str, overrides: dict, root: str) -> dict:
+  """Runs one run to completion unless it has finished before; returns its run.json record."""
+  workdir = os.path.join(root, name)
+  record_path = os.path.join(workdir, 'run.json')
+  if os.path.exists(record_path):
+    with open(record_path) as f:
+      return json.load(f)
+  os.makedirs(workdir, exist_ok=True)
+  cmd = command(base, overrides, workdir)
+  start = time.time()
+  with open(os.path.join(workdir, 'log.txt'), 'a') as log:
+    rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+  record = {'name': name, 'command': ' '.join(cmd[1:]), 'overrides': overrides,
+            'returncode': rc, 'wall_s': round(time.time() - start, 1)}
+  if rc == 0:  # an unfinished run leaves no record, so the next sweep resumes it
+    with open(record_path, 'w') as f:
+      json.dump(record, f, indent=2)
+  else:
+    print(f'run {name} failed (exit {rc}); see {workdir}/log.txt', file=sys.stderr)
+  return record
+
+
+def read_metrics(workdir: str) -> dict[str, list[dict]]:
+  """metrics.jsonl by split, one record per step (a resumed run's repeats: the last wins)."""
+  by_split: dict[str, dict[int, dict]] = {}
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        if line.strip():
+          r = json.loads(line)
+          by_split.setdefault(r['split'], {})[r['step']] = r
+  return {split: [recs[s] for s in sorted(recs)] for split, recs in by_split.items()}
+
+
+COLUMNS = ('run', 'train_top1_err', 'val_top1_err', 'val_top5_err', 'best_val_top1_err',
+           'delta_top1', 'delta_top5', 'epochs', 'params', 'wall_min', 'overrides')
+
+
+def summarize(name: str, root: str, overrides: dict) -> dict:
+  workdir = os.path.join(root, name)
+  metrics = read_metrics(workdir)
+  train, val = metrics.get('train', []), metrics.get('val', [])
+  row = {c: '' for c in COLUMNS}
+  row.update(run=name, overrides=json.dumps(overrides))
+  if train:
+    row['train_top1_err'] = train[-1]['top1_err']
+  if val:
+    row.update(val_top1_err=val[-1]['top1_err'], val_top5_err=val[-1]['top5_err'],
+               best_val_top1_err=min(r['top1_err'] for r in val), epochs=val[-1]['epoch'])
+  if os.path.exists(p := os.path.join(workdir, 'run.json')):
+    with open(p) as f:
+      row['wall_min'] = round(json.load(f)['wall_s'] / 60, 1)
+  if os.path.exists(p := os.path.join(workdir, 'model.json')):
+    with open(p) as f:
+      row['params'] = json.load(f).get('params', '')
+  return row
+
+
+def write_tables(rows: list[dict], root: str, title: str) -> str:
+  """Adds the change against `baseline`, writes results.csv and results.md; returns the table."""
+  base = next((r for r in rows if r['run'] == 'baseline'), None)
+  for r in rows:
+    if base and r['val_top1_err'] != '' and base['val_top1_err'] != '':
+      r['delta_top1'] = round(100 * (r['val_top1_err'] - base['val_top1_err']), 2)
+      r['delta_top5'] = round(100 * (r['val_top5_err'] - base['val_top5_err']), 2)
+  with open(os.path.join(root, 'results.csv'), 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+  pct = lambda v: '' if v == '' else f'{100 * v:.1f}'
+  lines = [f'### {title}', '',
+           '| run | train top-1 err % | val top-1 err % | val top-5 err % | best val top-1 % '
+           '| Δ top-1 | Δ top-5 | epochs | params | wall (min) |',
+           '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for r in rows:
+    delta = lambda v: '' if v == '' else f'{v:+.1f}'
+    lines.append(f"| {r['run']} | {pct(r['train_top1_err'])} | {pct(r['val_top1_err'])} | "
+                 f"{pct(r['val_top5_err'])} | {pct(r['best_val_top1_err'])} | "
+                 f"{delta(r['delta_top1'])} | {delta(r['delta_top5'])} | {r['epochs']} | "
+                 f"{r['params']} | {r['wall_min']} |")
+  table = '\n'.join(lines) + '\n'
+  with open(os.path.join(root, 'results.md'), 'w') as f:
+    f.write(table)
+  return table
+
+
+def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str | None = None, common: dict = (),
+              only=(), parallel: int = 1, gather_only: bool = False) -> list[dict]:
+  """Runs the sweep's runs under `root` (skipping finished ones) and writes the tables."""
+  root = os.path.abspath(os.path.expanduser(root))
+  os.makedirs(root, exist_ok=True)
+  runs = {n: {**dict(common), **o} for n, o in sweep.runs.items() if not only or n in only}
+  unknown = set(only) - set(sweep.runs)
+  if unknown:
+    raise SystemExit(f'error: --only names runs the sweep does not have: {sorted(unknown)}; '
+                     f'it has {sorted(sweep.runs)}.')
+  base = base or sweep.base
+  if not gather_only:
+    with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+      list(pool.map(lambda item: launch(item[0], base, item[1], root), runs.items()))
+  rows = [summarize(n, root, o) for n, o in runs.items()]
+  print(write_tables(rows, root, f'{sweep.title} ({base})'))
+  return rows
+
+
+def parse_set(items: list[str]) -> dict:
+  out = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep:
+      raise SystemExit(f'error: --set {item!r} is not FIELD=VALUE (e.g. --set num_epochs=2).')
+    out[key] = value
+  return out
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  if not f.sweep or not f.root:
+    raise SystemExit('error: give --sweep (one of: ' + ', '.join(sorted(sweeps.SWEEPS)) +
+                     ') and --root (the folder for the runs).')
+  run_sweep(sweeps.SWEEPS[f.sweep], f.root, base=f.base, common=parse_set(f.set), only=f.only,
+            parallel=f.parallel, gather_only=f.gather_only)
+
+
+if __name__ == '__main__':  # flags only when run as a program: figure scripts import this module
+  flags.DEFINE_enum('sweep', None, sorted(sweeps.SWEEPS), 'Which sweep to run.')
+  flags.DEFINE_string('root', None, 'Folder for the runs (one workdir per run) and the tables.')
+  flags.DEFINE_string('base', None, 'Another base config file than the sweep\'s own.')
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE given to every run (e.g. num_epochs=2).')
+  flags.DEFINE_list('only', [], 'Run only these of the sweep\'s runs.')
+  flags.DEFINE_integer('parallel', 1, 'Runs at once (each in its own process).')
+  flags.DEFINE_bool('gather_only', False, 'Only rebuild the table from the workdirs.')
+  app.run(main)
