@@ -34,6 +34,12 @@ class MetricWriter:
     shown = ' '.join(f'{k}={v:.4g}' for k, v in metrics.items())
     tqdm.tqdm.write(f'[{split}] step {step} epoch {epoch:.2f} {shown}')
 
+  def write_json(self, name: str, record: dict) -> None:
+    """`<workdir>/<name>`: a run-level record (the model's size), replaced on every call."""
+    if self.enabled:
+      with open(os.path.join(os.path.dirname(self._jsonl.name), name), 'w') as f:
+        json.dump(record, f, indent=2)
+
   def close(self) -> None:
     if self.enabled:
       self._jsonl.close()

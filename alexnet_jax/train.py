@@ -24,7 +24,7 @@ from alexnet_jax import checkpointing, config_check, data, input_pipeline, optim
 from alexnet_jax.errors import UserError
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.cifar_cnn import CifarCNN
-from alexnet_jax.model import AlexNet
+from alexnet_jax.model import AlexNet, count_params
 
 
 class TrainState(train_state.TrainState):
@@ -209,6 +209,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               (state_sharding, replicated), donate_argnums=0)
   p_eval_step = sharding.jit(eval_step, mesh, (state_sharding, batch_sharding), replicated)
   writer = MetricWriter(workdir, enabled=is_main)
+  writer.write_json('model.json', {'arch': config.model.get('arch', 'alexnet'),
+                                   'params': count_params(state.params)})
   step = int(state.step)
   current_lr = float(optim.get_lr(state.opt_state))
   final = {}
@@ -256,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         interval_start = time.perf_counter()  # evaluation time is not training throughput
 
       if step % config.checkpoint_every_steps == 0 or step == total_steps:
-        checkpointing.save(mgr, step, state, config, meta(), train_iter)
+        checkpointing.save(mgr, step, state, config, meta(), norm, train_iter)
 
   mgr.wait_until_finished()
   mgr.close()

@@ -108,3 +108,15 @@ def broken_dir(tmp_path):
 def make_vanish(root) -> None:
   """Removes the file that `broken_dir` says vanishes (call after building the source)."""
   os.remove(os.path.join(root, 'n002', 'vanished.JPEG'))
+
+
+@pytest.fixture(scope='session')
+def trained_workdir(shapes_dir, tmp_path_factory):
+  """A finished tiny run on the shapes (checkpoints at steps 3 and 6), for the tools that read
+  checkpoints: evaluation, restore and predict, the figures and the notebook."""
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('trained')
+  config = small_config(shapes_dir, str(root / 'cache'))
+  workdir = str(root / 'run')
+  train.train_and_evaluate(config, workdir)
+  return workdir

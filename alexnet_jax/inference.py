@@ -1,0 +1,186 @@
+"""A trained network outside the training loop: restore a checkpoint, classify images, read fc7.
+
+    import alexnet_jax
+    model, params, config = alexnet_jax.restore('runs/imagenette_small')   # or gs://...
+    pred = alexnet_jax.predict(model, params, ['cat.jpg', 'dog.jpg'], top_k=5)
+    pred.names[0], pred.probs[0]
+
+`model` is the Flax network together with what it needs to read a raw image the way training
+did: the class names, and the training set's mean image (Section 2), saved in the checkpoint.
+Nothing here needs the optimizer, the input pipeline's iterator or more than one device.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from alexnet_jax import checkpointing, transforms
+from alexnet_jax.errors import CheckpointError
+from alexnet_jax.input_pipeline import Normalization
+
+
+@functools.cache
+def imagenet_names() -> dict[str, str]:
+  """WordNet synset id -> its ImageNet class name ('n01440764' -> 'tench, Tinca tinca')."""
+  path = os.path.join(os.path.dirname(__file__), 'imagenet_classes.txt')
+  with open(path) as f:
+    return dict(line.rstrip('\n').split('\t', 1) for line in f if line.strip())
+
+
+def imagenet_synsets() -> tuple[str, ...]:
+  """The 1000 ILSVRC-2012 synsets in the standard (sorted) order that TFDS and folders use."""
+  return tuple(imagenet_names())
+
+
+def display_name(class_name: str) -> str:
+  """A synset's first ImageNet lemma ('n01440764' -> 'tench'); other labels as they are."""
+  name = imagenet_names().get(class_name)
+  return name.split(',')[0] if name else class_name
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """The network and how it reads images: `restore` returns one.
+
+  Attributes:
+    network: the Flax module the checkpoint's config describes (AlexNet or its CIFAR-10 net).
+    class_names: the training data's labels, in output order (synsets for ImageNet data).
+    norm: the training set's mean image and RGB PCA (Section 2, 4.1).
+    resize: images are fitted to resize x resize (shorter side, then the centre).
+    crop: the network's input side (227 for the paper's net).
+  """
+  network: nn.Module
+  class_names: tuple[str, ...]
+  norm: Normalization
+  resize: int
+  crop: int
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    """Readable class names: ImageNet's for synsets, the dataset's own labels otherwise."""
+    return tuple(display_name(c) for c in self.class_names)
+
+  def preprocess(self, images, views: str = 'center') -> np.ndarray:
+    """Raw images -> the network's input: fitted, mean-subtracted, cropped.
+
+    `images`: file paths, encoded bytes, PIL images or HxWx3 RGB arrays on the 0-255 scale (a
+    list of them, or one NxHxWx3 array). Returns (N, crop, crop, 3) for views='center', or
+    (N, 10, crop, crop, 3) for the paper's ten patches (views='ten').
+    """
+    out = []
+    for image in _as_list(images):
+      fitted = transforms.fit(_to_rgb_array(image), self.resize)
+      centred = transforms.centre(fitted, self.norm.mean_image)
+      out.append(transforms.center_crop(centred, self.crop) if views == 'center'
+                 else transforms.ten_crop(centred, self.crop))
+    return np.stack(out).astype(np.float32)
+
+  def logits(self, params, inputs: np.ndarray) -> jax.Array:
+    """Logits of preprocessed inputs ((N, crop, crop, 3); test mode: no dropout)."""
+    return _apply(self.network, params, jnp.asarray(inputs))
+
+  def features(self, params, inputs: np.ndarray) -> np.ndarray:
+    """fc7's 4096-d activations (after ReLU) of preprocessed inputs: Figure 4's features."""
+    return np.asarray(_fc7(self.network, params, jnp.asarray(inputs)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(network, params, x):
+  return network.apply({'params': params}, x, train=False)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _fc7(network, params, x):
+  _, state = network.apply({'params': params}, x, train=False, mutable=['features'])
+  return state['features']['fc7_act'][0]
+
+
+def _as_list(images) -> list:
+  if isinstance(images, np.ndarray) and images.ndim == 4:
+    return list(images)
+  if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or hasattr(images, 'convert'):
+    return [images]
+  return list(images)
+
+
+def _to_rgb_array(image) -> np.ndarray:
+  if isinstance(image, (str, os.PathLike)):
+    with open(image, 'rb') as f:
+      image = f.read()
+  if isinstance(image, bytes):
+    return transforms.decode(image)
+  if hasattr(image, 'convert'):  # a PIL image
+    return np.asarray(image.convert('RGB'))
+  image = np.asarray(image)
+  if image.ndim == 2:
+    image = np.repeat(image[..., None], 3, axis=-1)
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise ValueError(f'An image must be HxWx3 RGB (or HxW grayscale); got shape {image.shape}.')
+  if image.dtype != np.uint8:
+    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+  return image
+
+
+def restore(path: str, step: int | None = None
+            ) -> tuple[Model, dict, ml_collections.ConfigDict]:
+  """(model, params, config) of a checkpoint: a training run's workdir, its checkpoints/
+  folder or one step's folder, local or anywhere Orbax reads (gs://...). The newest checkpoint
+  unless `step` names another."""
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top  (train imports a lot)
+  loaded = checkpointing.load(path, step)
+  config = loaded.config
+  if loaded.norm is None:
+    raise CheckpointError(
+        f'The checkpoint {loaded.path} has no saved mean image (it predates saving the '
+        'training statistics in checkpoints), so raw images cannot be prepared for it. '
+        'Evaluate it with python -m alexnet_jax.evaluate, which recomputes the statistics '
+        'from the training data.')
+  class_names = loaded.class_names
+  if not class_names and config.model.num_classes == 1000:
+    class_names = imagenet_synsets()
+  network = train.create_model(config.model)
+  model = Model(network=network, class_names=tuple(class_names) or tuple(
+      str(i) for i in range(config.model.num_classes)), norm=loaded.norm,
+                resize=config.data.resize_size, crop=config.data.crop_size)
+  return model, jax.tree.map(jnp.asarray, loaded.params), config
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  """Per image, the top-k classes: `ids` (N, k), `probs` (N, k), `names` N lists of k."""
+  ids: np.ndarray
+  probs: np.ndarray
+  names: list[list[str]]
+
+
+def predict(model: Model, params, images, top_k: int = 5, views: str = 'center') -> Prediction:
+  """Classifies raw images (see Model.preprocess for what `images` may be).
+
+  views='center' reads the centre patch; views='ten' averages the softmax over the paper's ten
+  patches (Section 4.1). Returns the top_k class ids, probabilities and names, best first.
+  """
+  inputs = model.preprocess(images, views)
+  n = inputs.shape[0]
+  flat = inputs.reshape((-1,) + inputs.shape[-3:])
+  probs = np.asarray(jax.nn.softmax(model.logits(params, flat), axis=-1))
+  probs = probs.reshape(n, -1, probs.shape[-1]).mean(axis=1)
+  k = min(top_k, probs.shape[-1])
+  ids = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
+  names = model.names
+  return Prediction(ids=ids, probs=np.take_along_axis(probs, ids, axis=-1),
+                    names=[[names[i] for i in row] for row in ids])
+
+
+def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict:
+  """{'top1_err': ..., 'top5_err': ...}: the fraction of rows whose label is not in the top k."""
+  order = np.argsort(-probs, axis=-1, kind='stable')
+  return {f'top{k}_err': float(np.mean(~(order[:, :k] == labels[:, None]).any(-1)))
+          for k in ks}
+

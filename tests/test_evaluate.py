@@ -1,0 +1,106 @@
+"""Evaluation: ten patches and ensembles checked by hand in NumPy, and the command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexnet_jax import checkpointing, evaluate, inference, input_pipeline, transforms
+from alexnet_jax.errors import CheckpointError
+
+
+def test_ten_crop_is_the_four_corners_the_centre_and_their_mirrors():
+  image = np.arange(8 * 9 * 3).reshape(8, 9, 3)
+  views = transforms.ten_crop(image, 5)
+  expected = [image[0:5, 0:5], image[0:5, 4:9], image[3:8, 0:5], image[3:8, 4:9], image[1:6, 2:7]]
+  expected += [v[:, ::-1] for v in expected]
+  assert views.shape == (10, 5, 5, 3)
+  np.testing.assert_array_equal(views, np.stack(expected))
+
+
+def test_top_k_errors_by_hand():
+  probs = np.array([[0.1, 0.5, 0.2, 0.2], [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]])
+  labels = np.array([1, 2, 0])
+  errors = inference.top_k_errors(probs, labels, ks=(1, 2))
+  assert errors == {'top1_err': pytest.approx(2 / 3), 'top2_err': pytest.approx(2 / 3)}
+  assert inference.top_k_errors(probs, labels, ks=(3,))['top3_err'] == pytest.approx(1 / 3)
+
+
+def _numpy_softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def test_ten_crop_probabilities_match_a_hand_computation(trained_workdir, shapes_dir):
+  loaded = checkpointing.load(trained_workdir)
+  probs, labels, index = evaluate.probabilities(loaded, 'ten', batch_size=8)
+  model, params, config = inference.restore(trained_workdir)
+  val_dir = os.path.join(shapes_dir, 'val')
+  files = [os.path.join(c, f) for c in sorted(os.listdir(val_dir))
+           for f in sorted(os.listdir(os.path.join(val_dir, c)))]  # ImageFolder's order
+  assert len(probs) == len(files) == len(index)
+  for row in (0, len(files) - 1):
+    path = os.path.join(val_dir, files[index[row]])
+    assert labels[row] == model.class_names.index(os.path.dirname(files[index[row]]))
+    # By hand: fit, subtract the mean image, cut the ten patches with plain slicing.
+    image = np.asarray(Image.open(path).convert('RGB'))
+    image = transforms.fit(image, config.data.resize_size)
+    centred = image.astype(np.float32) - loaded.norm.mean_image
+    c, s = config.data.crop_size, config.data.resize_size
+    patches = [centred[t:t + c, l:l + c] for t, l in
+               ((0, 0), (0, s - c), (s - c, 0), (s - c, s - c), ((s - c) // 2, (s - c) // 2))]
+    patches += [p[:, ::-1] for p in patches]
+    logits = np.asarray(model.logits(params, np.stack(patches)), np.float64)
+    np.testing.assert_allclose(probs[row], _numpy_softmax(logits).mean(0), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_centre_crop_error_matches_the_training_loops_evaluation(trained_workdir):
+  result = evaluate.evaluate([trained_workdir], [None], views=('center',), batch_size=8)
+  with open(os.path.join(trained_workdir, 'metrics.jsonl')) as f:
+    last_val = [r for r in map(json.loads, f) if r['split'] == 'val'][-1]
+  member = result['members'][0]
+  assert member['step'] == last_val['step'] == 6
+  assert member['center']['top1_err'] == pytest.approx(last_val['top1_err'], abs=1e-6)
+  assert member['center']['top5_err'] == pytest.approx(last_val['top5_err'], abs=1e-6)
+  assert result['ensemble'] is None
+
+
+def test_ensemble_averages_the_members_softmax(trained_workdir):
+  result = evaluate.evaluate([trained_workdir], [3, 6], views=('center',), batch_size=8)
+  members = [evaluate.probabilities(checkpointing.load(trained_workdir, s), 'center', 8)
+             for s in (3, 6)]
+  labels = members[0][1]
+  by_hand = inference.top_k_errors((members[0][0] + members[1][0]) / 2, labels)
+  assert [m['step'] for m in result['members']] == [3, 6]
+  assert result['ensemble']['center']['top1_err'] == pytest.approx(by_hand['top1_err'])
+  assert result['ensemble']['center']['top5_err'] == pytest.approx(by_hand['top5_err'])
+  assert result['ensemble']['center']['members'] == 2
+
+
+def test_command_line_writes_json(trained_workdir, tmp_path):
+  out = tmp_path / 'eval.json'
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.evaluate',
+                         f'--workdir={trained_workdir}', '--step=3,6', f'--out={out}'],
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  result = json.loads(out.read_text())
+  assert set(result['members'][0]) >= {'center', 'ten', 'step', 'checkpoint'}
+  assert set(result['ensemble']) == {'center', 'ten'}
+  assert 'ensemble of 2' in proc.stdout and 'ten-crop top-1' in proc.stdout
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, trained_workdir):
+  with pytest.raises(CheckpointError, match='does not exist'):
+    checkpointing.load(str(tmp_path / 'nowhere'))
+  with pytest.raises(CheckpointError, match=r'steps there: \[3, 6\]'):
+    checkpointing.load(trained_workdir, step=5)
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.evaluate',
+                         f'--workdir={tmp_path / "nowhere"}'], capture_output=True, text=True,
+                        check=False)
+  assert proc.returncode != 0 and 'does not exist' in proc.stderr
