@@ -118,7 +118,7 @@ def load(path: str, step: int | None = None) -> Loaded:
   """Reads the parameters, config, class names and statistics of one checkpoint (the newest
   unless `step` or a step folder says otherwise), as host arrays: no optimizer, no devices."""
   directory, named_step = _checkpoints_dir(path)
-  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  options = ocp.CheckpointManagerOptions(create=False)
   with ocp.CheckpointManager(directory, options=options, item_names=ITEMS) as mgr:
     steps = mgr.all_steps()
     step = step if step is not None else named_step if named_step is not None else (

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from alexnet_jax import checkpointing, transforms
-from alexnet_jax.errors import CheckpointError
+from alexnet_jax.errors import CheckpointError, DataError
 from alexnet_jax.input_pipeline import Normalization
 
 
@@ -136,18 +136,23 @@ def restore(path: str, step: int | None = None
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top  (train imports a lot)
   loaded = checkpointing.load(path, step)
   config = loaded.config
-  if loaded.norm is None:
-    raise CheckpointError(
-        f'The checkpoint {loaded.path} has no saved mean image (it predates saving the '
-        'training statistics in checkpoints), so raw images cannot be prepared for it. '
-        'Evaluate it with python -m alexnet_jax.evaluate, which recomputes the statistics '
-        'from the training data.')
+  norm = loaded.norm
+  if norm is None:  # written before checkpoints carried the statistics: recompute them
+    from alexnet_jax import data, stats  # pylint: disable=g-import-not-at-top
+    try:
+      norm = stats.load_or_compute(data.train_source(config.data), config.data)
+    except DataError as e:
+      raise CheckpointError(
+          f'The checkpoint {loaded.path} has no saved mean image, and the training data it '
+          f'would be recomputed from cannot be read ({e}). Run from the folder the training '
+          'ran in, or use a checkpoint written by this version, which carries the '
+          'statistics.') from e
   class_names = loaded.class_names
   if not class_names and config.model.num_classes == 1000:
     class_names = imagenet_synsets()
   network = train.create_model(config.model)
   model = Model(network=network, class_names=tuple(class_names) or tuple(
-      str(i) for i in range(config.model.num_classes)), norm=loaded.norm,
+      str(i) for i in range(config.model.num_classes)), norm=norm,
                 resize=config.data.resize_size, crop=config.data.crop_size)
   return model, jax.tree.map(jnp.asarray, loaded.params), config
 

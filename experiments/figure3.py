@@ -1,0 +1,46 @@
+"""Figure 3: the conv1 kernels of a checkpoint, one block of rows per tower.
+
+    python -m experiments.figure3 --workdir=runs/imagenette_small --out=experiments/figures/figure3.png
+
+The paper's Figure 3 shows the 96 kernels of its net: tower 1's came out largely colour-agnostic,
+tower 2's colour-specific. Each kernel is stretched to the full grey range on its own.
+"""
+
+import os
+
+from absl import app, flags
+
+from alexnet_jax import checkpointing, visualize
+
+
+def draw(workdir: str, out: str, step: int | None = None) -> str:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  loaded = checkpointing.load(workdir, step)
+  towers = loaded.config.model.get('towers', 1)
+  grid = visualize.conv1_grid(loaded.params['conv1']['kernel'], towers=towers)
+  fig, ax = plt.subplots(figsize=(grid.shape[1] / 60, grid.shape[0] / 60 + 0.4))
+  ax.imshow(grid, interpolation='nearest')
+  ax.set_axis_off()
+  ax.set_title(f'conv1 kernels, {loaded.config.get("name", "")} step {loaded.step}: '
+               + ('tower 1 above, tower 2 below' if towers == 2 else 'one tower'), fontsize=8)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+  fig.savefig(out, dpi=150)
+  plt.close(fig)
+  return out
+
+
+def main(argv):
+  del argv
+  print('wrote', draw(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step))
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'A training run (or a checkpoint folder).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_string('out', 'experiments/figures/figure3.png', 'The PNG to write.')
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)

@@ -1,0 +1,87 @@
+"""Figure 4: validation images and the six training images nearest them in fc7 feature space.
+
+    python -m experiments.figure4 --workdir=runs/imagenette_small --out=experiments/figures/figure4.png
+
+fc7 is the last hidden layer (4096 units in the paper's net; after its ReLU, test mode). Every
+training image's centre patch is passed through the net once; each query is a validation image
+(--queries of them, spread over the classes), and its neighbours are the training images at the
+smallest Euclidean distance (Section 6.1).
+"""
+
+import os
+
+import numpy as np
+from absl import app, flags
+
+from alexnet_jax import data, inference, input_pipeline, transforms, visualize
+
+
+def features(model, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+  """(fc7 features (N, D), source indices (N,)) of every readable image's centre patch."""
+  ds = input_pipeline.eval_dataset(source, model.norm, batch_size=batch_size,
+                                   resize=model.resize, crop=model.crop)
+  feats, index = [], []
+  for batch in ds:
+    feats.append(model.features(params, batch['image']))
+    index.append(batch['index'])
+  return np.concatenate(feats), np.concatenate(index)
+
+
+def thumbnail(source, index: int, size: int) -> np.ndarray:
+  return transforms.fit(transforms.decode(source[int(index)]['image_bytes']), size)
+
+
+def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> str:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  model, params, config = inference.restore(workdir)
+  for item in settings:  # data.FIELD=VALUE: where the images are now
+    key, _, value = item.partition('=')
+    config.data[key.split('.', 1)[1]] = value
+  train_src = data.train_source(config.data)
+  val_src = data.eval_source(config.data, train_src.class_names)
+  train_feats, train_index = features(model, params, train_src)
+  # Queries: the first validation images of evenly spaced classes.
+  labels = np.asarray(val_src.labels)
+  classes = np.linspace(0, len(train_src.class_names) - 1, queries).round().astype(int)
+  query_index = np.array([np.flatnonzero(labels == c)[0] for c in classes])
+  query_inputs = model.preprocess([transforms.decode(val_src[int(i)]['image_bytes'])
+                                   for i in query_index])
+  nearest, dist = visualize.nearest(model.features(params, query_inputs), train_feats, k)
+  fig, axes = plt.subplots(queries, k + 1, figsize=(1.3 * (k + 1), 1.45 * queries))
+  size = config.data.resize_size
+  for r, q in enumerate(query_index):
+    row = [thumbnail(val_src, q, size)] + [thumbnail(train_src, train_index[j], size)
+                                           for j in nearest[r]]
+    titles = [f'query: {model.names[labels[q]]}'] + [
+        f'{model.names[train_src.labels[train_index[j]]]}\nd={d:.3g}'
+        for j, d in zip(nearest[r], dist[r])]
+    for ax, image, title in zip(axes[r], row, titles):
+      ax.imshow(image)
+      ax.set_title(title, fontsize=6)
+      ax.set_axis_off()
+  fig.suptitle(f'The {k} training images nearest each validation image in fc7 space '
+               f'({config.name})', fontsize=8)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+  fig.savefig(out, dpi=130)
+  plt.close(fig)
+  return out
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  print('wrote', draw(f.workdir, f.out, f.queries, f.k, f.set))
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('workdir', None, 'A training run (or a checkpoint folder).')
+  flags.DEFINE_integer('queries', 6, 'Query images (rows).')
+  flags.DEFINE_integer('k', 6, 'Neighbours per query (the paper shows six).')
+  flags.DEFINE_multi_string('set', [], 'data.FIELD=VALUE: where the images are now.')
+  flags.DEFINE_string('out', 'experiments/figures/figure4.png', 'The PNG to write.')
+  flags.mark_flags_as_required(['workdir'])
+  app.run(main)
