@@ -20,6 +20,8 @@ def _run(*args, env=None):
     ('--config.data.crop_size=300', 'data.crop_size'),
     ('--config.optim.momentum=1.5', 'optim.momentum'),
     ('--config.model.towers=3', 'model.towers'),
+    ('--config.model.skip_convs=(5,)', 'model.skip_convs'),
+    ('--config.model.arch=vgg', 'model.arch'),
 ])
 def test_bad_config_value_names_the_field(tmp_path, flag, field):
   result = _run('--config=configs/demo.py', f'--workdir={tmp_path}', flag)

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.model import AlexNet, count_params, local_response_norm, max_pool
 from tests import numpy_alexnet
 
@@ -169,3 +170,56 @@ def test_max_pool_values_and_gradient_match_flax():
   np.testing.assert_allclose(
       jax.grad(lambda x: (max_pool(x, 3, 2) ** 2).sum())(x),
       jax.grad(lambda x: (flax.linen.max_pool(x, (3, 3), (2, 2)) ** 2).sum())(x))
+
+
+@pytest.mark.parametrize('removed', [2, 3, 4])
+def test_removing_a_middle_conv_layer_matches_numpy(removed):
+  """Section 7's ablation: the layer's conv, ReLU and LRN go, its pooling stays."""
+  model = AlexNet(num_classes=5, width=0.25, skip_convs=(removed,))
+  images = np.random.default_rng(3).normal(0, 60, size=(2, 99, 99, 3)).astype(np.float32)
+  params = model.init(jax.random.key(1), images[:1], train=False)['params']
+  assert f'conv{removed}' not in params and len(params) == 7
+  p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
+  relu = lambda v: np.maximum(v, 0)
+  x = images.astype(np.float64)
+  x = numpy_alexnet.maxpool(numpy_alexnet.lrn(relu(numpy_alexnet.conv(
+      x, p['conv1']['kernel'], p['conv1']['bias'], 4)), towers=2))
+  if removed != 2:
+    x = numpy_alexnet.lrn(relu(numpy_alexnet.conv(x, p['conv2']['kernel'], p['conv2']['bias'],
+                                                  1, 2, 2)), towers=2)
+  x = numpy_alexnet.maxpool(x)
+  if removed != 3:
+    x = relu(numpy_alexnet.conv(x, p['conv3']['kernel'], p['conv3']['bias'], 1, 1))
+  if removed != 4:
+    x = relu(numpy_alexnet.conv(x, p['conv4']['kernel'], p['conv4']['bias'], 1, 1, 2))
+  x = numpy_alexnet.maxpool(relu(numpy_alexnet.conv(x, p['conv5']['kernel'], p['conv5']['bias'],
+                                                    1, 1, 2)))
+  x = x.reshape(len(x), -1)
+  for name in ('fc6', 'fc7'):
+    x = relu(x @ p[name]['kernel'] + p[name]['bias'])
+  expected = x @ p['fc8']['kernel'] + p['fc8']['bias']
+  got = np.asarray(model.apply({'params': params}, images, train=False))
+  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize('activation,lrn', [('relu', False), ('tanh', True)])
+def test_cifar_cnn_matches_numpy(activation, lrn):
+  """The four-layer CIFAR-10 net of Figure 1: conv-pool[-LRN] x2, conv-pool, fc."""
+  model = CifarCNN(activation=activation, lrn=lrn)
+  images = np.random.default_rng(4).normal(0, 60, size=(2, 32, 32, 3)).astype(np.float32)
+  params = model.init(jax.random.key(2), images[:1], train=False)['params']
+  assert list(params) == ['conv1', 'conv2', 'conv3', 'fc4']
+  assert params['conv2']['kernel'].shape == (5, 5, 32, 32)
+  p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
+  act = np.tanh if activation == 'tanh' else (lambda v: np.maximum(v, 0))
+  norm = (lambda v: numpy_alexnet.lrn(v, towers=1)) if lrn else (lambda v: v)
+  x = images.astype(np.float64) / 64
+  for name in ('conv1', 'conv2'):
+    x = norm(numpy_alexnet.maxpool(act(numpy_alexnet.conv(x, p[name]['kernel'], p[name]['bias'],
+                                                          1, 2))))
+  x = numpy_alexnet.maxpool(act(numpy_alexnet.conv(x, p['conv3']['kernel'], p['conv3']['bias'],
+                                                   1, 2)))
+  assert x.shape[1:] == (3, 3, 64)
+  expected = x.reshape(2, -1) @ p['fc4']['kernel'] + p['fc4']['bias']
+  got = np.asarray(model.apply({'params': params}, images, train=False))
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

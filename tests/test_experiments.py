@@ -1,0 +1,85 @@
+"""The experiment tools as a newcomer runs them: a sweep, the figures, the curves."""
+
+import csv
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from experiments import curves, figure1, figure3, figure4, sweep, sweeps
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_claim_has_a_sweep_of_valid_overrides():
+  from alexnet_jax import config_check  # pylint: disable=g-import-not-at-top
+  from configs import imagenette_small  # pylint: disable=g-import-not-at-top
+  assert {'relu_tanh', 'lrn', 'pooling', 'towers', 'lighting', 'dropout',
+          'middle_conv'} <= set(sweeps.SWEEPS)
+  assert set(sweeps.SWEEPS['middle_conv'].runs) == {'baseline', 'no_conv2', 'no_conv3',
+                                                    'no_conv4'}
+  for name, (overrides, _) in sweeps.ABLATIONS.items():
+    config = imagenette_small.get_config()
+    for key, value in overrides.items():
+      section, field = key.split('.')
+      config[section][field] = value
+    config_check.validate(config)  # raises ConfigError for an override that cannot run
+    assert name == 'baseline' or overrides
+
+
+def test_flag_values_parse_back():
+  assert sweep.flag_value((3,)) == '(3,)'
+  assert sweep.flag_value((48, 128)) == '(48,128,)'
+  assert sweep.flag_value(False) == 'False' and sweep.flag_value(0.5) == '0.5'
+
+
+def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
+  common = {'data.source': 'imagefolder', 'data.train_dir': os.path.join(shapes_dir, 'train'),
+            'data.val_dir': os.path.join(shapes_dir, 'val'),
+            'data.cache_dir': str(tmp_path / 'cache'), 'model.width': 0.125,
+            'num_train_steps': 4, 'batch_size': 16, 'log_every_steps': 2,
+            'eval_every_steps': 4, 'data.threads': 2}
+  small = sweeps.Sweep('test', 'configs/demo.py', {
+      'baseline': {}, 'no_conv3': {'model.skip_convs': (3,)}})
+  rows = sweep.run_sweep(small, str(tmp_path / 'runs'), common=common)
+  assert [r['run'] for r in rows] == ['baseline', 'no_conv3']
+  for r in rows:
+    assert 0 <= r['val_top1_err'] <= 1 and r['params'] > 0 and r['wall_min'] != ''
+  assert rows[1]['params'] < rows[0]['params']         # conv3's kernels are gone
+  assert rows[0]['delta_top1'] == 0
+  with open(tmp_path / 'runs' / 'results.csv') as f:
+    assert [r['run'] for r in csv.DictReader(f)] == ['baseline', 'no_conv3']
+  table = (tmp_path / 'runs' / 'results.md').read_text()
+  assert '| no_conv3 |' in table and 'val top-1 err %' in table
+  # A second invocation reuses the finished runs instead of training them again.
+  mtime = os.path.getmtime(tmp_path / 'runs' / 'baseline' / 'metrics.jsonl')
+  sweep.run_sweep(small, str(tmp_path / 'runs'), common=common, only=['baseline'])
+  assert os.path.getmtime(tmp_path / 'runs' / 'baseline' / 'metrics.jsonl') == mtime
+
+
+def test_sweep_command_line_rejects_unknown_runs(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--sweep=lrn',
+                         f'--root={tmp_path}', '--only=nonsense'], cwd=REPO,
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode != 0 and 'nonsense' in proc.stderr
+
+
+def _is_png(path, min_side=100):
+  with Image.open(path) as image:
+    return image.format == 'PNG' and min(image.size) >= min_side
+
+
+def test_figures_and_curves_from_a_checkpoint(trained_workdir, tmp_path):
+  assert _is_png(figure3.draw(trained_workdir, str(tmp_path / 'f3.png')))
+  assert _is_png(figure4.draw(trained_workdir, str(tmp_path / 'f4.png'), queries=2, k=3))
+  assert _is_png(curves.draw([trained_workdir, trained_workdir], str(tmp_path / 'c.png'),
+                             labels=['a', 'b']))
+
+
+def test_figure1_reads_the_epoch_a_target_is_reached():
+  recs = [{'epoch': 1.0, 'top1_err': 0.5}, {'epoch': 2.0, 'top1_err': 0.3},
+          {'epoch': 3.0, 'top1_err': 0.2}]
+  assert figure1.epochs_to(recs, 0.25) == 2.5
+  assert figure1.epochs_to(recs, 0.5) == 1.0
+  assert figure1.epochs_to(recs, 0.1) is None
