@@ -42,6 +42,10 @@ def _sweep(title: str, *names: str) -> Sweep:
   return Sweep(title, BASE, {n: ABLATIONS[n][0] for n in names})
 
 
+# Table 2's "5 CNNs": the baseline again with other seeds (init, data order, dropout), for
+# python -m alexnet_jax.evaluate --workdir=ROOT/baseline,ROOT/seed1,... (softmax averaged).
+SEEDS = {f'seed{s}': {'seed': s} for s in range(1, 5)}
+
 SWEEPS = {
     'ablations': _sweep('All ablations', *ABLATIONS),
     'relu_tanh': _sweep('ReLU vs tanh', 'baseline', 'tanh'),
@@ -52,4 +56,6 @@ SWEEPS = {
     'dropout': _sweep('Dropout on/off', 'baseline', 'no_dropout'),
     'middle_conv': _sweep('Each middle conv layer removed', 'baseline', 'no_conv2', 'no_conv3',
                           'no_conv4'),
+    'seeds': Sweep('The baseline with other seeds, for ensembles', BASE,
+                   {'baseline': {}, **SEEDS}),
 }
