@@ -123,13 +123,13 @@ def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch
 
 def table(result: dict) -> str:
   views = [v for v in VIEWS if v in result['members'][0]]
-  head = ' '.join(f'{v + "-crop top-1":>14} {v + "-crop top-5":>14}' for v in views)
+  head = ' '.join(f'{v + "-crop top-1":>17} {v + "-crop top-5":>17}' for v in views)
   lines = [f'{"checkpoint":<50} {head}']
   rows = [(f'{m["workdir"]} @ {m["step"]}', m) for m in result['members']]
   if result['ensemble']:
     rows.append((f'ensemble of {len(result["members"])} (softmax averaged)', result['ensemble']))
   for name, r in rows:
-    cells = ' '.join(f'{100 * r[v]["top1_err"]:13.2f}% {100 * r[v]["top5_err"]:13.2f}%'
+    cells = ' '.join(f'{100 * r[v]["top1_err"]:16.2f}% {100 * r[v]["top5_err"]:16.2f}%'
                      for v in views)
     lines.append(f'{name[-50:]:<50} {cells}')
   return '\n'.join(lines)
