@@ -11,14 +11,12 @@ import os
 
 from absl import app, flags
 
-from experiments import sweep
+from experiments import plotting, sweep
 
 
 def draw(workdirs: list[str], out: str, labels: list[str] | None = None, metric: str = 'top1_err',
          title: str = '') -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
 
   labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -37,11 +35,7 @@ def draw(workdirs: list[str], out: str, labels: list[str] | None = None, metric:
   ax.set_title(title or 'Training (solid) and validation (dashed) error', fontsize=9)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=6, ncol=2)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-  fig.savefig(out, dpi=130)
-  plt.close(fig)
-  return out
+  return plotting.save(fig, out, dpi=130)
 
 
 def main(argv):

@@ -25,7 +25,7 @@ import time
 
 from absl import app, flags
 
-from experiments import sweep
+from experiments import plotting, sweep
 
 _ROOT = flags.DEFINE_string('root', 'runs/figure1', 'Folder for the runs.')
 _TARBALL = flags.DEFINE_string('tarball', '../shared/data/cifar10-jpeg.tar.gz',
@@ -144,9 +144,7 @@ def summarize(root: str, summary: dict) -> dict:
 
 
 def plot(root: str, summary: dict, out: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
 
   fig, ax = plt.subplots(figsize=(6, 4.2))
   for name, style in (('relu', '-'), ('tanh', '--')):
@@ -155,18 +153,16 @@ def plot(root: str, summary: dict, out: str) -> None:
     ax.plot([0] + [r['epoch'] for r in recs], [0.9] + [r['top1_err'] for r in recs], style,
             color='k', label=f'{name} (lr {lr:g})' if lr else name)
   ax.axhline(_TARGET.value, color='0.6', lw=0.8)
-  speed = summary.get('speedup')
-  ax.set_title('Four-layer CNN on CIFAR-10' +
-               (f': ReLU reaches {_TARGET.value:.0%} training error {speed:.1f}x sooner'
-                if speed else ''), fontsize=9)
+  speed, reached = summary.get('speedup'), summary['epochs_to_target']
+  fmt = lambda e: f'{e:.1f} epochs' if e else 'not reached'
+  ax.set_title(f'Four-layer CNN on CIFAR-10, epochs to {_TARGET.value:.0%} training error: '
+               f'ReLU {fmt(reached["relu"])}, tanh {fmt(reached["tanh"])}'
+               + (f' ({speed:.1f}x)' if speed else ''), fontsize=8)
   ax.set_xlabel('epochs')
   ax.set_ylabel('training error rate')
   ax.set_ylim(0, 0.8)
   ax.legend()
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-  fig.savefig(out, dpi=120)
-  print(f'wrote {out}')
+  print('wrote', plotting.save(fig, out, dpi=120))
 
 
 def main(argv):

@@ -6,17 +6,14 @@ The paper's Figure 3 shows the 96 kernels of its net: tower 1's came out largely
 tower 2's colour-specific. Each kernel is stretched to the full grey range on its own.
 """
 
-import os
-
 from absl import app, flags
 
 from alexnet_jax import checkpointing, visualize
+from experiments import plotting
 
 
 def draw(workdir: str, out: str, step: int | None = None) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
 
   loaded = checkpointing.load(workdir, step)
   towers = loaded.config.model.get('towers', 1)
@@ -26,11 +23,7 @@ def draw(workdir: str, out: str, step: int | None = None) -> str:
   ax.set_axis_off()
   ax.set_title(f'conv1 kernels, {loaded.config.get("name", "")} step {loaded.step}: '
                + ('tower 1 above, tower 2 below' if towers == 2 else 'one tower'), fontsize=8)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-  fig.savefig(out, dpi=150)
-  plt.close(fig)
-  return out
+  return plotting.save(fig, out, dpi=150)
 
 
 def main(argv):

@@ -8,12 +8,11 @@ training image's centre patch is passed through the net once; each query is a va
 smallest Euclidean distance (Section 6.1).
 """
 
-import os
-
 import numpy as np
 from absl import app, flags
 
 from alexnet_jax import data, inference, input_pipeline, transforms, visualize
+from experiments import plotting
 
 
 def features(model, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -32,9 +31,7 @@ def thumbnail(source, index: int, size: int) -> np.ndarray:
 
 
 def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> str:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = plotting.pyplot()
 
   model, params, config = inference.restore(workdir)
   for item in settings:  # data.FIELD=VALUE: where the images are now
@@ -64,11 +61,7 @@ def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> s
       ax.set_axis_off()
   fig.suptitle(f'The {k} training images nearest each validation image in fc7 space '
                f'({config.name})', fontsize=8)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
-  fig.savefig(out, dpi=130)
-  plt.close(fig)
-  return out
+  return plotting.save(fig, out, dpi=130)
 
 
 def main(argv):
