@@ -199,8 +199,8 @@ class AlexNet(nn.Module):
       layer's convolution, ReLU and LRN go; its pooling stays, so the maps keep their sizes, and
       the next layer reads the previous layer's maps (towers stay apart where conv3 is removed).
 
-  The fc7 activations (after ReLU, before dropout: the 4096-d features of Figure 4) are sown in
-  `intermediates/fc7`: `model.apply(v, x, train=False, mutable=['intermediates'])` returns them.
+  The fc7 activations (after ReLU, before dropout: the 4096-d features of Figure 4) are sown as
+  `features/fc7_act`: `model.apply(v, x, train=False, mutable=['features'])` returns them.
   """
   num_classes: int = 1000
   towers: Literal[1, 2] = 2
@@ -266,15 +266,14 @@ class AlexNet(nn.Module):
     def pool(x):
       return max_pool(x, self.pool_window, self.pool_stride)
 
-    def layer(name, x, kernel, padding, groups):
-      if int(name[-1]) in self.skip_convs:  # the ablation of Section 7
+    def layer(name, x, kernel, padding, groups, then=lambda y: y):
+      if int(name[-1]) in self.skip_convs:  # Section 7's ablation: conv, ReLU (and LRN) go
         return x
-      return act(self._conv(name, kernel, padding=padding, groups=groups)(x))
+      return then(act(self._conv(name, kernel, padding=padding, groups=groups)(x)))
 
     x = (images * self.input_scale if self.input_scale != 1.0 else images).astype(self.dtype)
     x = pool(norm(act(self._conv('conv1', 11, 4, self.conv1_padding)(x))))      # 55 -> 27
-    x = layer('conv2', x, 5, 2, t)
-    x = pool(norm(x) if 2 not in self.skip_convs else x)                        # 27 -> 13
+    x = pool(layer('conv2', x, 5, 2, t, then=norm))                             # 27 -> 13
     x = layer('conv3', x, 3, 1, 1)                                              # both towers
     x = layer('conv4', x, 3, 1, t)
     x = pool(act(self._conv('conv5', 3, padding=1, groups=t)(x)))              # 13 -> 6
