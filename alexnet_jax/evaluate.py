@@ -11,7 +11,6 @@ validation split (--set data.val_dir=PATH and the like point it elsewhere). Seve
 per image. Prints a table and writes JSON (--out; default <first workdir>/eval-<step>.json).
 """
 
-import functools
 import json
 import os
 import sys
@@ -23,53 +22,25 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import checkpointing, data, input_pipeline, stats
+from alexnet_jax import checkpointing, data, input_pipeline, train
 from alexnet_jax.errors import DataError, UserError
-from alexnet_jax.inference import top_k_errors
+from alexnet_jax.inference import normalization, set_data_fields, top_k_errors, view_probabilities
 
 VIEWS = ('center', 'ten')
 
 
-def _set_fields(config: ml_collections.ConfigDict, settings: list[str]) -> None:
-  for item in settings:
-    key, sep, value = item.partition('=')
-    if not sep or not key.startswith('data.'):
-      raise UserError(f'--set {item!r}: give data.FIELD=VALUE (e.g. data.val_dir=/data/val); '
-                      'only where the images come from can change, not the model.')
-    section, field = key.split('.', 1)
-    if field not in config[section]:
-      raise UserError(f'--set {item!r}: the config has no field {key}.')
-    old = config[section][field]
-    config[section][field] = type(old)(value) if not isinstance(old, bool) else value == 'True'
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _softmax(network, params, images):
-  """Softmax over classes, averaged over the views of each image ((B, crop, crop, 3) or
-  (B, views, crop, crop, 3))."""
-  flat = images.reshape((-1,) + images.shape[-3:])
-  probs = jax.nn.softmax(network.apply({'params': params}, flat, train=False), axis=-1)
-  return probs.reshape(images.shape[0], -1, probs.shape[-1]).mean(axis=1)
-
-
-def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
-                  settings: list[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(probs (N, classes), labels (N,), source indices (N,)) of one checkpoint on its
-  validation images; with views='ten' each row is the mean softmax of the ten patches."""
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+def _prepare(loaded: checkpointing.Loaded, settings=()):
+  """(network, params, validation source, normalization, data config) of one checkpoint."""
   config = ml_collections.ConfigDict(loaded.config.to_dict())
-  _set_fields(config, list(settings))
+  set_data_fields(config, settings)
   d = config.data
-  class_names = list(loaded.class_names)
-  norm = loaded.norm
-  if norm is None or not class_names:  # an older checkpoint: the statistics come from the data
-    train_src = data.train_source(d)
-    class_names = class_names or list(train_src.class_names)
-    norm = norm or stats.load_or_compute(train_src, d)
-  eval_src = data.eval_source(d, class_names)
-  network = train.create_model(config.model)
-  params = jax.device_put(loaded.params)
+  class_names = list(loaded.class_names) or list(data.train_source(d).class_names)
+  return (train.create_model(config.model), jax.device_put(loaded.params),
+          data.eval_source(d, class_names), normalization(loaded, d), d)
 
+
+def _view_probabilities(prepared, views: str, batch_size: int):
+  network, params, eval_src, norm, d = prepared
   ds = input_pipeline.eval_dataset(eval_src, norm, batch_size=batch_size, resize=d.resize_size,
                                    crop=d.crop_size, views=views, threads=d.threads,
                                    decoder=d.decoder)
@@ -77,12 +48,20 @@ def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
   for batch in ds:
     n = len(batch['label'])
     padded = train.pad_batch(batch, batch_size)  # one compiled shape for every batch
-    probs.append(np.asarray(_softmax(network, params, jnp.asarray(padded['image'])))[:n])
+    probs.append(np.asarray(view_probabilities(network, params,
+                                               jnp.asarray(padded['image'])))[:n])
     labels.append(batch['label'])
     index.append(batch['index'])
   if not probs:
     raise DataError(f'No validation image of {eval_src!r} could be read.')
   return np.concatenate(probs), np.concatenate(labels), np.concatenate(index)
+
+
+def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
+                  settings: list[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(probs (N, classes), labels (N,), source indices (N,)) of one checkpoint on its
+  validation images; with views='ten' each row is the mean softmax of the ten patches."""
+  return _view_probabilities(_prepare(loaded, settings), views, batch_size)
 
 
 def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch_size: int = 64,
@@ -94,11 +73,12 @@ def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch
   reference = None
   for workdir, step in members:
     loaded = checkpointing.load(workdir, step)
+    prepared = _prepare(loaded, settings)
     entry = {'workdir': workdir, 'step': loaded.step, 'checkpoint': loaded.path,
              'config': loaded.config.get('name', '')}
     for v in views:
       start = time.perf_counter()
-      probs, labels, index = probabilities(loaded, v, batch_size, settings)
+      probs, labels, index = _view_probabilities(prepared, v, batch_size)
       if reference is None:
         reference = (labels, index, loaded.class_names)
       elif (not np.array_equal(index, reference[1]) or not np.array_equal(labels, reference[0])

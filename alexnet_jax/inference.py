@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 from alexnet_jax import checkpointing, transforms
-from alexnet_jax.errors import CheckpointError, DataError
+from alexnet_jax.errors import CheckpointError, DataError, UserError
 from alexnet_jax.input_pipeline import Normalization
 
 
@@ -97,6 +97,15 @@ def _apply(network, params, x):
 
 
 @functools.partial(jax.jit, static_argnums=0)
+def view_probabilities(network, params, images):
+  """Softmax over the classes, averaged over each image's views: `images` is (B, crop, crop, 3)
+  or (B, views, crop, crop, 3), the result (B, classes)."""
+  flat = images.reshape((-1,) + images.shape[-3:])
+  probs = jax.nn.softmax(network.apply({'params': params}, flat, train=False), axis=-1)
+  return probs.reshape(images.shape[0], -1, probs.shape[-1]).mean(axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
 def _fc7(network, params, x):
   _, state = network.apply({'params': params}, x, train=False, mutable=['features'])
   return state['features']['fc7_act'][0]
@@ -128,6 +137,38 @@ def _to_rgb_array(image) -> np.ndarray:
   return image
 
 
+def set_data_fields(config: ml_collections.ConfigDict, settings: Sequence[str]) -> None:
+  """Applies `data.FIELD=VALUE` settings (where a checkpoint's images are now) to `config`,
+  each value converted to the field's type; anything else is refused."""
+  for item in settings:
+    key, sep, value = item.partition('=')
+    if not sep or not key.startswith('data.'):
+      raise UserError(f'--set {item!r}: give data.FIELD=VALUE (e.g. data.val_dir=/data/val); '
+                      'only where the images come from can change, not the model.')
+    field = key.split('.', 1)[1]
+    if field not in config.data:
+      raise UserError(f'--set {item!r}: the config has no field {key}.')
+    old = config.data[field]
+    config.data[field] = type(old)(value) if not isinstance(old, bool) else value == 'True'
+
+
+def normalization(loaded: checkpointing.Loaded,
+                  data_config: ml_collections.ConfigDict) -> Normalization:
+  """The training set's mean image and PCA: saved in the checkpoint, or, for one written before
+  checkpoints carried them, recomputed (once, then cached) from the training data."""
+  if loaded.norm is not None:
+    return loaded.norm
+  from alexnet_jax import data, stats  # pylint: disable=g-import-not-at-top
+  try:
+    return stats.load_or_compute(data.train_source(data_config), data_config)
+  except DataError as e:
+    raise CheckpointError(
+        f'The checkpoint {loaded.path} has no saved mean image, and the training data it '
+        f'would be recomputed from cannot be read ({e}). Run from the folder the training '
+        'ran in, or use a checkpoint written by this version, which carries the '
+        'statistics.') from e
+
+
 def restore(path: str, step: int | None = None
             ) -> tuple[Model, dict, ml_collections.ConfigDict]:
   """(model, params, config) of a checkpoint: a training run's workdir, its checkpoints/
@@ -136,17 +177,7 @@ def restore(path: str, step: int | None = None
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top  (train imports a lot)
   loaded = checkpointing.load(path, step)
   config = loaded.config
-  norm = loaded.norm
-  if norm is None:  # written before checkpoints carried the statistics: recompute them
-    from alexnet_jax import data, stats  # pylint: disable=g-import-not-at-top
-    try:
-      norm = stats.load_or_compute(data.train_source(config.data), config.data)
-    except DataError as e:
-      raise CheckpointError(
-          f'The checkpoint {loaded.path} has no saved mean image, and the training data it '
-          f'would be recomputed from cannot be read ({e}). Run from the folder the training '
-          'ran in, or use a checkpoint written by this version, which carries the '
-          'statistics.') from e
+  norm = normalization(loaded, config.data)
   class_names = loaded.class_names
   if not class_names and config.model.num_classes == 1000:
     class_names = imagenet_synsets()
@@ -171,11 +202,8 @@ def predict(model: Model, params, images, top_k: int = 5, views: str = 'center')
   views='center' reads the centre patch; views='ten' averages the softmax over the paper's ten
   patches (Section 4.1). Returns the top_k class ids, probabilities and names, best first.
   """
-  inputs = model.preprocess(images, views)
-  n = inputs.shape[0]
-  flat = inputs.reshape((-1,) + inputs.shape[-3:])
-  probs = np.asarray(jax.nn.softmax(model.logits(params, flat), axis=-1))
-  probs = probs.reshape(n, -1, probs.shape[-1]).mean(axis=1)
+  probs = np.asarray(view_probabilities(model.network, params,
+                                        jnp.asarray(model.preprocess(images, views))))
   k = min(top_k, probs.shape[-1])
   ids = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
   names = model.names

@@ -1,6 +1,7 @@
 """Figure 4: validation images and the six training images nearest them in fc7 feature space.
 
-    python -m experiments.figure4 --workdir=runs/imagenette_small --out=experiments/figures/figure4.png
+    python -m experiments.figure4 --workdir=runs/imagenette_small \
+        --out=experiments/figures/figure4.png
 
 fc7 is the last hidden layer (4096 units in the paper's net; after its ReLU, test mode). Every
 training image's centre patch is passed through the net once; each query is a validation image
@@ -34,9 +35,7 @@ def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> s
   plt = plotting.pyplot()
 
   model, params, config = inference.restore(workdir)
-  for item in settings:  # data.FIELD=VALUE: where the images are now
-    key, _, value = item.partition('=')
-    config.data[key.split('.', 1)[1]] = value
+  inference.set_data_fields(config, settings)  # data.FIELD=VALUE: where the images are now
   train_src = data.train_source(config.data)
   val_src = data.eval_source(config.data, train_src.class_names)
   train_feats, train_index = features(model, params, train_src)
