@@ -1,4 +1,4 @@
-"""The four-layer CNN of the paper's CIFAR-10 experiments (Figure 1 and the LRN claim, §3.1, §3.3).
+"""The four-layer CNN of the paper's CIFAR-10 experiments (Figure 1, the LRN claim; §3.1, §3.3).
 
 The paper does not print this net's layers; it is cuda-convnet's CIFAR-10 net of the time
 (`layers-18pct`): three 5x5 convolutions of 32, 32 and 64 kernels, each followed by 3x3/2

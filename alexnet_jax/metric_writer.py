@@ -15,7 +15,7 @@ class MetricWriter:
   """Appends records to metrics.jsonl, writes TensorBoard scalars, and prints a line per record."""
 
   def __init__(self, workdir: str, enabled: bool = True):
-    self.enabled = enabled
+    self.enabled, self.workdir = enabled, workdir
     if enabled:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
@@ -37,7 +37,7 @@ class MetricWriter:
   def write_json(self, name: str, record: dict) -> None:
     """`<workdir>/<name>`: a run-level record (the model's size), replaced on every call."""
     if self.enabled:
-      with open(os.path.join(os.path.dirname(self._jsonl.name), name), 'w') as f:
+      with open(os.path.join(self.workdir, name), 'w') as f:
         json.dump(record, f, indent=2)
 
   def close(self) -> None:

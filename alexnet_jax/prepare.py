@@ -19,7 +19,6 @@ import math
 import os
 
 import grain
-import numpy as np
 import tqdm
 from absl import app, flags, logging
 from array_record.python import array_record_module

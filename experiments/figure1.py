@@ -109,20 +109,19 @@ def run(root: str) -> dict:
     summary['lr_search'][act] = errors
     summary['lr'][act] = float(min(errors, key=errors.get))
   # 2. Figure 1: each at its rate until it has been under the target for a while.
-  names = {'relu': 'relu', 'tanh': 'tanh', 'relu_lrn': 'relu_lrn'}
   for act in ACTIVATIONS:
     overrides = {'model.activation': act, 'optim.base_lr': summary['lr'][act]}
     epochs = 0
     while epochs < _MAX_EPOCHS.value:
       epochs = min(epochs + _CHUNK.value, _MAX_EPOCHS.value)
-      recs = train(root, names[act], overrides, epochs, env)
+      recs = train(root, act, overrides, epochs, env)
       reached = epochs_to(recs, _TARGET.value)
       if reached is not None and recs[-1]['epoch'] >= reached + _AFTER.value:
         break
   # 3. The LRN pair: the ReLU net with normalization, as long as the ReLU run.
   relu_epochs = sweep.read_metrics(os.path.join(root, 'relu'))['train'][-1]['epoch']
-  train(root, names['relu_lrn'], {'model.activation': 'relu', 'model.lrn': True,
-                                  'optim.base_lr': summary['lr']['relu']}, int(relu_epochs), env)
+  train(root, 'relu_lrn', {'model.activation': 'relu', 'model.lrn': True,
+                           'optim.base_lr': summary['lr']['relu']}, int(relu_epochs), env)
   return summarize(root, summary)
 
 

@@ -1,6 +1,7 @@
 """Figure 3: the conv1 kernels of a checkpoint, one block of rows per tower.
 
-    python -m experiments.figure3 --workdir=runs/imagenette_small --out=experiments/figures/figure3.png
+    python -m experiments.figure3 --workdir=runs/imagenette_small \
+        --out=experiments/figures/figure3.png
 
 The paper's Figure 3 shows the 96 kernels of its net: tower 1's came out largely colour-agnostic,
 tower 2's colour-specific. Each kernel is stretched to the full grey range on its own.

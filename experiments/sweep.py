@@ -17,7 +17,6 @@ parameter count and the wall time.
 
 import concurrent.futures
 import csv
-import dataclasses
 import json
 import os
 import subprocess

@@ -5,12 +5,11 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import checkpointing, evaluate, inference, input_pipeline, transforms
+from alexnet_jax import checkpointing, evaluate, inference, transforms
 from alexnet_jax.errors import CheckpointError
 
 

@@ -1,6 +1,5 @@
 """The optimizer against Section 5's update rule computed by hand, and the LR policies."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
