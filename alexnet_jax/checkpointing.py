@@ -29,10 +29,14 @@ _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_bia
                'data.resize_size', 'data.crop_size', 'batch_size', 'seed')
 
 
+def absolute(workdir: str) -> str:
+  """Orbax writes arrays only to absolute paths; gs:// and other URLs pass as given."""
+  return workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
+
+
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`."""
-  if '://' not in workdir:  # Orbax writes arrays only to absolute paths; gs:// etc. pass as given
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = absolute(workdir)
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
   return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options,
                                item_names=ITEMS)
@@ -78,6 +82,25 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
         f'{" ..." if len(diffs) > 6 else ""}), so this run cannot resume from it. Use a new '
         '--workdir for the new config, or run with the config stored beside the checkpoint '
         '(checkpoints/<step>/config).')
+
+
+def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config, workdir: str,
+                   data_iter=None):
+  """(step, state, meta) of the newest checkpoint in `workdir`, or None if there is none."""
+  if (latest := mgr.latest_step()) is None:
+    return None
+  check_compatible(saved_config(mgr, latest), config, workdir)
+  return (latest, *restore(mgr, latest, abstract_state, data_iter))
+
+
+def wait(mgr: ocp.CheckpointManager) -> None:
+  """Blocks until the checkpoint being written is on disk."""
+  mgr.wait_until_finished()
+
+
+def close(mgr: ocp.CheckpointManager) -> None:
+  mgr.wait_until_finished()
+  mgr.close()
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):

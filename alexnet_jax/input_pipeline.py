@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from alexnet_jax import transforms
+from alexnet_jax import preemption, transforms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +115,8 @@ def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
   if not flags.FLAGS.is_parsed():
     # Grain's workers read absl flags; outside an absl app (a notebook, pytest) use the defaults.
     flags.FLAGS.mark_as_parsed()
-  return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
+                        worker_init_fn=preemption.init_input_worker)
 
 
 def _batched(ds: grain.MapDataset, batch_size: int, drop_remainder: bool, workers: int,

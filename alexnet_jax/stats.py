@@ -60,6 +60,16 @@ def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int 
             threads: int = 8, decoder: str = 'auto') -> input_pipeline.Normalization:
   """Mean image and RGB PCA of (a sample of) any source, in one streaming pass.
 
+  See `compute_counted`, which also returns how many images decoded.
+  """
+  return compute_counted(source, size, max_images, seed, workers, threads, decoder)[0]
+
+
+def compute_counted(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
+                    threads: int = 8, decoder: str = 'auto'
+                    ) -> tuple[input_pipeline.Normalization, int, int]:
+  """(statistics, images that decoded, images read) of (a sample of) any source.
+
   Args:
     source: a random-access source of `{'image_bytes', 'label', 'name'}` records.
     size: the offline resize size (paper: 256); the mean image is size x size x 3.
@@ -83,7 +93,7 @@ def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int 
   if acc.count < n:
     logging.warning('Dataset statistics: %d of %d images were skipped as undecodable (named '
                     'above); the statistics cover the other %d.', n - acc.count, n, acc.count)
-  return acc.result()
+  return acc.result(), acc.count, n
 
 
 def cache_path(cache_dir: str, source_key: str, size: int, max_images: int, seed: int) -> str:
@@ -93,10 +103,12 @@ def cache_path(cache_dir: str, source_key: str, size: int, max_images: int, seed
   return os.path.join(os.path.expanduser(cache_dir), 'stats', f'{base}-{size}px-{key}.npz')
 
 
-def save(path: str, norm: input_pipeline.Normalization) -> None:
+def save(path: str, norm: input_pipeline.Normalization, images: int = -1, read: int = -1) -> None:
+  """Writes the statistics and how many of the `read` images decoded (-1: not counted)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f'{path}.tmp-{os.getpid()}.npz'
-  np.savez(tmp, mean_image=norm.mean_image, eigvals=norm.eigvals, eigvecs=norm.eigvecs)
+  np.savez(tmp, mean_image=norm.mean_image, eigvals=norm.eigvals, eigvecs=norm.eigvecs,
+           images=images, read=read)
   os.replace(tmp, path)  # never a half-written cache file
 
 
@@ -120,11 +132,27 @@ def load_or_compute(source, data_config) -> input_pipeline.Normalization:
     logging.info('Loading dataset statistics from %s', path)
     return load(path)
   logging.info('Computing dataset statistics of %r (cached at %s)', source, path)
-  norm = compute(source, data_config.resize_size, data_config.stats_max_images,
-                 data_config.stats_seed, data_config.workers, data_config.threads,
-                 data_config.decoder)
-  save(path, norm)
+  norm, images, read = compute_counted(source, data_config.resize_size,
+                                       data_config.stats_max_images, data_config.stats_seed,
+                                       data_config.workers, data_config.threads,
+                                       data_config.decoder)
+  save(path, norm, images, read)
   return norm
+
+
+def decodable_images(source, data_config) -> int:
+  """How many training images decode: what an epoch holds, counted by the statistics pass
+  (`load_or_compute` first). Estimated from the sample when the statistics used one; all of
+  `source` for a packed dataset (`prepare` packs only what decodes) or an uncounted cache."""
+  path = cache_path(data_config.cache_dir, source.key, data_config.resize_size,
+                    data_config.stats_max_images, data_config.stats_seed)
+  if data_config.source == 'packed' or not os.path.exists(path):
+    return len(source)
+  with np.load(path) as f:
+    images, read = (int(f['images']), int(f['read'])) if 'read' in f else (-1, -1)
+  if read <= 0:
+    return len(source)
+  return len(source) if images == read else int(len(source) * images / read)
 
 
 def main(argv):

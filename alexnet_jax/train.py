@@ -5,9 +5,11 @@
 learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes from.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
+import os
 import time
 
 import grain
@@ -20,7 +22,8 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from alexnet_jax import checkpointing, config_check, data, input_pipeline, optim, sharding, stats
+from alexnet_jax import (checkpointing, config_check, data, input_pipeline, optim, preemption,
+                         sharding, stats, transforms)
 from alexnet_jax.errors import UserError
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.cifar_cnn import CifarCNN
@@ -67,8 +70,14 @@ def _error_counts(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.
   return 1.0 - hit[:, 0].astype(jnp.float32), 1.0 - hit.any(-1).astype(jnp.float32)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
-  """One SGD step on a batch: softmax cross-entropy averaged over the batch (Section 5)."""
+def train_step(state: TrainState, batch: dict, rng: jax.Array,
+               skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
+  """One SGD step on a batch: softmax cross-entropy averaged over the batch (Section 5).
+
+  `metrics['finite']` says whether the loss and the new parameters are all finite: the loop
+  checks it before every save and evaluation. With `skip_nonfinite`, a step that is not finite
+  leaves the parameters and momentum as they were (the step count still advances).
+  """
   dropout_rng = jax.random.fold_in(rng, state.step)
 
   def loss_fn(params):
@@ -79,9 +88,16 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainSta
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   top1, top5 = _error_counts(logits, batch['label'])
+  new_state = state.apply_gradients(grads=grads)
+  finite = jnp.isfinite(loss) & jnp.stack(
+      [jnp.isfinite(x).all() for x in jax.tree.leaves(new_state.params)]).all()
+  if skip_nonfinite:
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = new_state.replace(params=keep(new_state.params, state.params),
+                                  opt_state=keep(new_state.opt_state, state.opt_state))
   metrics = {'loss': loss, 'top1_err': top1.mean(), 'top5_err': top5.mean(),
-             'lr': optim.get_lr(state.opt_state)}
-  return state.apply_gradients(grads=grads), metrics
+             'lr': optim.get_lr(state.opt_state), 'finite': finite}
+  return new_state, metrics
 
 
 def eval_step(state: TrainState, batch: dict) -> dict:
@@ -120,7 +136,8 @@ def evaluate(p_eval_step, state: TrainState, eval_ds, *, batch_size: int, crop: 
   sums = jax.device_get(sums)
   n = float(sums.pop('count'))
   metrics = {k: float(v) / n for k, v in sums.items()}
-  metrics['images_per_sec'] = n / (time.perf_counter() - start)
+  seconds = time.perf_counter() - start
+  metrics['images_per_sec'], metrics['steps_per_sec'] = n / seconds, num_batches / seconds
   return metrics
 
 
@@ -144,9 +161,69 @@ def _lr_for_policy(o: ml_collections.ConfigDict, policy: optim.PlateauState, epo
   return policy.lr  # 'plateau' moves policy.lr after evaluations; 'constant' never does
 
 
+def resumed_policy(policy: optim.PlateauState, saved_base_lr: float,
+                   o: ml_collections.ConfigDict) -> optim.PlateauState:
+  """The rule for a resumed run: the rate follows the config's `optim.base_lr`, with the drops
+  the run has already made (the same for every policy: 'step' recomputes it from the epoch)."""
+  lr = o.base_lr * o.lr_factor ** policy.drops
+  if o.base_lr != saved_base_lr:
+    logging.warning('optim.base_lr is %g, the checkpoint was trained with %g: the learning rate '
+                    'continues at %g (the new base rate after %d drops).', o.base_lr,
+                    saved_base_lr, lr if o.lr_policy != 'step' else o.base_lr, policy.drops)
+  return dataclasses.replace(policy, lr=lr)
+
+
+def decoder_used(decoder: str) -> str:
+  """The JPEG decoder `data.decoder` resolves to here; recorded in every checkpoint."""
+  return 'simplejpeg+opencv' if decoder == 'auto' and transforms.FAST_DECODER else 'pillow'
+
+
+class _FiniteCheck:
+  """The `finite` flag of every step since the last check, read from the device only when the
+  loop is about to log, evaluate or save, so that checking costs no synchronisation per step."""
+
+  def __init__(self, skip: bool):
+    self.skip, self.skipped, self._flags = skip, 0, []
+
+  def add(self, step: int, finite: jax.Array) -> None:
+    self._flags.append((step, finite))
+
+  def verify(self, mgr, workdir: str, base_lr: float) -> None:
+    """Raises UserError naming the first non-finite step, or counts it with `skip`."""
+    flags = jax.device_get([f for _, f in self._flags])
+    bad = [step for (step, _), ok in zip(self._flags, flags) if not ok]
+    self._flags = []
+    if not bad:
+      return
+    if self.skip:
+      self.skipped += len(bad)
+      logging.warning('Skipped %d non-finite updates (steps %s); %d in this run so far.',
+                      len(bad), ', '.join(map(str, bad[:10])), self.skipped)
+      return
+    mgr.wait_until_finished()
+    good = mgr.latest_step()
+    where = (f'The newest good checkpoint is step {good} in {workdir}/checkpoints; the same '
+             'command resumes from it.' if good is not None else
+             'No checkpoint had been written yet, so a rerun starts from the beginning.')
+    raise UserError(f'Training diverged at step {bad[0]}: the loss or the parameters became NaN '
+                    f'or infinite, and nothing from that step on was saved. {where} Lower '
+                    f'optim.base_lr (now {base_lr}; a resumed run follows the new value), or set '
+                    '--config.skip_nonfinite_updates=True to skip such steps.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains per `config`, writing metrics and checkpoints to `workdir`; returns final metrics."""
+  """Trains per `config`, writing metrics and checkpoints to `workdir`; returns final metrics.
+
+  SIGTERM or SIGINT stop the run after the current step with a checkpoint (`final['stopped']`
+  says where); a second run in the same workdir is refused while this one holds it.
+  """
   config_check.validate(config)
+  workdir = checkpointing.absolute(workdir)
+  with preemption.StopRequest() as stop, preemption.WorkdirLock(workdir):
+    return _train(config, workdir, stop)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.StopRequest) -> dict:
   is_main = jax.process_index() == 0
 
   # --- Devices and mesh: built once; the input, the steps and the checkpoints all use it ------
@@ -179,12 +256,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                         workers=d.workers, threads=d.threads, decoder=d.decoder)
   # The most batches any process's share of the evaluation set can make; all processes run them.
   eval_batches = math.ceil(math.ceil(len(eval_src) / jax.process_count()) / local_batch)
-  steps_per_epoch = max(1, len(train_src) // config.batch_size)
+  # An epoch is the images that decode (the statistics pass counted them), not the files.
+  images = stats.decodable_images(train_src, d)
+  steps_per_epoch = max(1, images // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * steps_per_epoch)
   eval_every = steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps
-  logging.info('train: %r; eval: %r; %d steps per epoch, %d steps', train_src, eval_src,
-               steps_per_epoch, total_steps)
+  logging.info('train: %r (%d images decode); eval: %r; %d steps per epoch, %d steps', train_src,
+               images, eval_src, steps_per_epoch, total_steps)
 
   # --- Model and train state ------------------------------------------------------------------
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
@@ -193,76 +272,121 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state_sharding = sharding.state_shardings(jax.eval_shape(init), mesh)
   state = jax.jit(init, out_shardings=state_sharding)()  # each device makes only its shards
   policy = optim.PlateauState(lr=config.optim.base_lr)
+  finite = _FiniteCheck(config.skip_nonfinite_updates)
 
-  # --- Checkpoints: resume from the newest one in the workdir -----------------------------------
-  mgr = checkpointing.manager(workdir, config.keep_checkpoints)
-  if (latest := mgr.latest_step()) is not None:
-    checkpointing.check_compatible(checkpointing.saved_config(mgr, latest), config, workdir)
-    state, meta = checkpointing.restore(mgr, latest, state, train_iter)
-    policy = optim.PlateauState(**meta['lr_policy'])
-    logging.info('Resumed from step %d in %s', latest, workdir)
+  with contextlib.ExitStack() as cleanup:
+    # --- Checkpoints: resume from the newest one in the workdir that reads completely ---------
+    mgr = checkpointing.manager(workdir, config.keep_checkpoints)
+    cleanup.callback(checkpointing.close, mgr)
+    cleanup.callback(getattr(train_iter, 'close', lambda: None))
+    resumed_from = None
+    if restored := checkpointing.restore_newest(mgr, state, config, workdir, train_iter):
+      resumed_from, state, meta = restored
+      saved_base_lr = checkpointing.saved_config(mgr, resumed_from)['optim']['base_lr']
+      policy = resumed_policy(optim.PlateauState(**meta['lr_policy']), saved_base_lr,
+                              config.optim)
+      finite.skipped = meta.get('skipped_updates', 0)
+      logging.info('Resumed from step %d in %s', resumed_from, workdir)
 
-  def meta():
-    return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names}
+    def meta():
+      return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names,
+              'decoder': decoder_used(d.decoder), 'skipped_updates': finite.skipped}
 
-  p_train_step = sharding.jit(train_step, mesh, (state_sharding, batch_sharding, replicated),
-                              (state_sharding, replicated), donate_argnums=0)
-  p_eval_step = sharding.jit(eval_step, mesh, (state_sharding, batch_sharding), replicated)
-  writer = MetricWriter(workdir, enabled=is_main)
-  writer.write_json('model.json', {'arch': config.model.get('arch', 'alexnet'),
-                                   'params': count_params(state.params)})
-  step = int(state.step)
-  current_lr = float(optim.get_lr(state.opt_state))
-  final = {}
+    def save(step):
+      finite.verify(mgr, workdir, config.optim.base_lr)  # never a checkpoint of a diverged run
+      checkpointing.save(mgr, step, state, config, meta(), norm, train_iter)
 
-  # --- Loop -----------------------------------------------------------------------------------
-  history, interval_start, interval_step = [], time.perf_counter(), step
-  with tqdm.tqdm(total=total_steps, initial=step, desc='train', unit='step',
-                 disable=None if is_main else True) as bar:
-    while step < total_steps:
-      lr = _lr_for_policy(config.optim, policy, step // steps_per_epoch)
-      if lr != current_lr:  # a Python float: no device round trip per step
-        state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
-        current_lr = lr
-      state, metrics = p_train_step(state, next(train_iter), dropout_rng)
-      history.append(metrics)
-      step += 1
-      bar.update()
+    train_fn = functools.partial(train_step, skip_nonfinite=config.skip_nonfinite_updates)
+    p_train_step = sharding.jit(train_fn, mesh, (state_sharding, batch_sharding, replicated),
+                                (state_sharding, replicated), donate_argnums=0)
+    p_eval_step = sharding.jit(eval_step, mesh, (state_sharding, batch_sharding), replicated)
+    writer = MetricWriter(workdir, enabled=is_main, resume_step=resumed_from)
+    cleanup.callback(writer.close)
+    writer.write_json('model.json', {'arch': config.model.get('arch', 'alexnet'),
+                                     'params': count_params(state.params)})
+    step = int(state.step)
+    if step >= total_steps:
+      logging.info('The run in %s has already trained its %d steps.', workdir, total_steps)
+      return writer.final_records()
+    current_lr = float(optim.get_lr(state.opt_state))
+    final = {}
 
-      if step % config.log_every_steps == 0 or step == total_steps:
-        train_metrics = {k: float(np.mean(v)) for k, v in
-                         jax.device_get(jax.tree.map(lambda *x: jnp.stack(x), *history)).items()}
-        if not np.isfinite(train_metrics['loss']):
-          raise UserError(f'Training diverged: the loss became {train_metrics["loss"]} by step '
-                          f'{step}. Lower optim.base_lr (now {config.optim.base_lr}) or check '
-                          'the input statistics; the last good checkpoint is kept in '
-                          f'{workdir}/checkpoints.')
-        elapsed = time.perf_counter() - interval_start
-        train_metrics['images_per_sec'] = (step - interval_step) * config.batch_size / elapsed
-        writer.write('train', step, step / steps_per_epoch, train_metrics)
-        bar.set_postfix(loss=f'{train_metrics["loss"]:.3f}', lr=f'{train_metrics["lr"]:.2g}')
-        final['train'] = train_metrics
-        history, interval_start, interval_step = [], time.perf_counter(), step
+    # --- Loop ---------------------------------------------------------------------------------
+    history, clock = [], _Clock(step)
+    stop.loop_started()
+    with tqdm.tqdm(total=total_steps, initial=step, desc='train', unit='step',
+                   disable=None if is_main else True) as bar:
+      while step < total_steps:
+        lr = _lr_for_policy(config.optim, policy, step // steps_per_epoch)
+        if lr != current_lr:  # a Python float: no device round trip per step
+          state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
+          current_lr = lr
+        state, metrics = p_train_step(state, next(train_iter), dropout_rng)
+        step += 1
+        finite.add(step, metrics.pop('finite'))
+        history.append(metrics)
+        bar.update()
+        stopping = stop.should_stop(step)
+        last = step == total_steps
 
-      if step % eval_every == 0 or step == total_steps:
-        val = evaluate(p_eval_step, state, eval_ds, batch_size=local_batch, crop=d.crop_size,
-                       num_batches=eval_batches, batch_sharding=batch_sharding)
-        val['lr'] = float(optim.get_lr(state.opt_state))
-        writer.write('val', step, step / steps_per_epoch, val)
-        final['val'] = val
-        if config.optim.lr_policy == 'plateau':
-          policy = optim.plateau_update(
-              policy, val['top1_err'], patience=config.optim.plateau_patience,
-              factor=config.optim.lr_factor, max_drops=config.optim.max_lr_drops,
-              min_delta=config.optim.plateau_min_delta)
-        interval_start = time.perf_counter()  # evaluation time is not training throughput
+        if step % config.log_every_steps == 0 or last or stopping:
+          finite.verify(mgr, workdir, config.optim.base_lr)
+          values = jax.device_get(history)
+          train_metrics = {k: float(np.nanmean([v[k] for v in values])) for k in values[0]}
+          train_metrics.update(clock.rates(step, config.batch_size, total_steps))
+          if finite.skip:
+            train_metrics['skipped_updates'] = finite.skipped
+          writer.write('train', step, step / steps_per_epoch, train_metrics)
+          bar.set_postfix(loss=f'{train_metrics["loss"]:.3f}', lr=f'{train_metrics["lr"]:.2g}')
+          final['train'] = train_metrics
+          history = []
 
-      if step % config.checkpoint_every_steps == 0 or step == total_steps:
-        checkpointing.save(mgr, step, state, config, meta(), norm, train_iter)
+        if (step % eval_every == 0 or last) and not stopping:
+          with clock.paused():
+            finite.verify(mgr, workdir, config.optim.base_lr)  # never evaluate a diverged net
+            val = evaluate(p_eval_step, state, eval_ds, batch_size=local_batch, crop=d.crop_size,
+                           num_batches=eval_batches, batch_sharding=batch_sharding)
+            val['lr'] = float(optim.get_lr(state.opt_state))
+            writer.write('val', step, step / steps_per_epoch, val)
+          final['val'] = val
+          if config.optim.lr_policy == 'plateau':
+            policy = optim.plateau_update(
+                policy, val['top1_err'], patience=config.optim.plateau_patience,
+                factor=config.optim.lr_factor, max_drops=config.optim.max_lr_drops,
+                min_delta=config.optim.plateau_min_delta)
 
-  mgr.wait_until_finished()
-  mgr.close()
-  writer.close()
-  if hasattr(train_iter, 'close'):
-    train_iter.close()
-  return final
+        if step % config.checkpoint_every_steps == 0 or last or stopping:
+          with clock.paused():
+            save(step)
+
+        if stopping:
+          checkpointing.wait(mgr)
+          final['stopped'] = {'signal': stop.signal_name, 'step': step,
+                              'checkpoint': os.path.join(workdir, 'checkpoints', str(step))}
+          logging.warning('%s: stopped after step %d with a checkpoint; the same command '
+                          'resumes.', stop.signal_name, step)
+          break
+    return final
+
+
+class _Clock:
+  """Training throughput that leaves out the time spent evaluating and saving."""
+
+  def __init__(self, step: int):
+    self._start, self._step, self._paused = time.perf_counter(), step, 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self._paused += time.perf_counter() - start
+
+  def rates(self, step: int, batch_size: int, total_steps: int) -> dict:
+    """Steps and images per second since the last call, and the time left at that rate."""
+    seconds = max(time.perf_counter() - self._start - self._paused, 1e-9)
+    steps_per_sec = (step - self._step) / seconds
+    self._start, self._step, self._paused = time.perf_counter(), step, 0.0
+    return {'steps_per_sec': steps_per_sec, 'images_per_sec': steps_per_sec * batch_size,
+            'eta_s': (total_steps - step) / max(steps_per_sec, 1e-9)}

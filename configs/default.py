@@ -98,4 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 2000
   c.keep_checkpoints = 3
+  # A step whose loss or parameters are not finite stops the run (False) or is skipped and
+  # counted (True); either way no checkpoint of a diverged state is ever written.
+  c.skip_nonfinite_updates = False
   return c
