@@ -5,6 +5,7 @@ an unwritable workdir, a misspelled config field."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,3 +265,29 @@ def test_rerun_of_a_finished_run_reports_its_final_metrics(trained_workdir, shap
   assert final['val']['top1_err'] == metric_writer.read_records(trained_workdir, 'val')[-1][
       'top1_err']
   assert {'steps_per_sec', 'images_per_sec', 'eta_s', 'time'} <= set(final['train'])
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(shapes_dir, tmp_path):
+  """JAX's preemption sync point: the process that was not signalled stops at the same step,
+  and both write their part of one checkpoint there."""
+  config_file = _config_file(tmp_path, shapes_dir)
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = {**_env(), 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  procs = [subprocess.Popen(
+      [sys.executable, '-m', 'alexnet_jax.main', f'--config={config_file}',
+       f'--workdir={tmp_path / "run"}', '--config.num_train_steps=100000',
+       '--config.checkpoint_every_steps=100000', '--config.eval_every_steps=100000',
+       '--config.log_every_steps=1', '--config.mesh.model=2',
+       f'--coordinator_address=localhost:{port}', '--num_processes=2', f'--process_id={i}'],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+      for i in range(2)]
+  _wait_for_step(procs[0], tmp_path / 'run', 3)
+  procs[1].send_signal(signal.SIGTERM)
+  outputs = [p.communicate(timeout=180) for p in procs]
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  [step] = _steps(tmp_path / 'run')
+  for out, _ in outputs:
+    assert f'SIGTERM: stopped after step {step}' in out
