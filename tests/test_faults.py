@@ -89,6 +89,14 @@ def _alive(pids) -> set[int]:
   return alive
 
 
+def _all_exit(pids, timeout=20) -> bool:
+  """Whether the processes `pids` are all gone within `timeout` seconds."""
+  deadline = time.monotonic() + timeout
+  while _alive(pids) and time.monotonic() < deadline:
+    time.sleep(0.2)
+  return not _alive(pids)
+
+
 def _steps(workdir) -> list[int]:
   return sorted(int(d) for d in os.listdir(os.path.join(workdir, 'checkpoints')) if d.isdigit())
 
@@ -99,25 +107,34 @@ def _params(workdir, step):
       'params']
 
 
-@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize('sig, workers, group', [(signal.SIGTERM, 1, False),
+                                                  (signal.SIGINT, 1, True)])
 def test_signal_saves_a_checkpoint_at_the_current_step_and_the_run_resumes_exactly(
-    shapes_dir, tmp_path, sig):
+    shapes_dir, tmp_path, sig, workers, group):
+  """SIGTERM to the run (a scheduler), or SIGINT to its whole process group (Ctrl-C in a
+  terminal, which reaches the input workers too)."""
   config_file = _config_file(tmp_path, shapes_dir)
   long = ['--config.num_train_steps=100000', '--config.checkpoint_every_steps=100000',
-          '--config.eval_every_steps=100000', '--config.log_every_steps=1']
-  proc = _start(config_file, tmp_path / 'run', *long)
+          '--config.eval_every_steps=100000', '--config.log_every_steps=1',
+          f'--config.data.workers={workers}']
+  proc = _start(config_file, tmp_path / 'run', *long, start_new_session=True)
   _wait_for_step(proc, tmp_path / 'run', 3)
-  proc.send_signal(sig)
+  workers_seen = _descendants(proc.pid)
+  if group:
+    os.killpg(proc.pid, sig)
+  else:
+    proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-3000:]
   assert 'Traceback' not in err
   [step] = _steps(tmp_path / 'run')  # the one checkpoint: the step the signal stopped at
   assert f'{sig.name}: stopped after step {step}' in out
   assert step >= 3
+  assert workers_seen and _all_exit(workers_seen)
 
   # The same command resumes (here with an end in sight) and equals an uninterrupted run.
   config = small_config(shapes_dir, str(tmp_path / 'cache'))
-  config.num_train_steps, config.log_every_steps = step + 3, 1
+  config.num_train_steps, config.log_every_steps, config.data.workers = step + 3, 1, workers
   config.checkpoint_every_steps = config.eval_every_steps = 100000
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   train.train_and_evaluate(config, str(tmp_path / 'whole'))
@@ -142,10 +159,7 @@ def test_sigkill_leaves_no_input_worker_behind_and_the_log_is_deduplicated(shape
   assert workers, 'the run should have started an input worker process'
   proc.kill()
   proc.communicate(timeout=60)
-  deadline = time.monotonic() + 20
-  while _alive(workers) and time.monotonic() < deadline:
-    time.sleep(0.2)
-  assert not _alive(workers), 'input workers outlived the killed run'
+  assert _all_exit(workers), 'input workers outlived the killed run'
 
   # The killed run logged steps after its last checkpoint; resuming rewrites them exactly once.
   last = _steps(tmp_path / 'run')[-1]
