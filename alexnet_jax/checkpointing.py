@@ -7,7 +7,7 @@ What can go wrong on disk is answered here, with the earlier checkpoints kept:
   * a write that fails (a full disk, a quota, a read-only or foreign folder) stops the run with
     one CheckpointError naming the step, the reason and the newest intact checkpoint;
   * a checkpoint that does not read back (a truncated file, a missing item, flipped bytes: `save`
-    records a checksum of every array, since Orbax keeps none of the data) is set aside into
+    records a checksum of every array, as Orbax checksums none of the data) is set aside into
     `<workdir>/checkpoints_damaged/` and the run resumes from the newest one that reads.
 
 `load` reads a checkpoint back without the training machinery, onto whatever devices this
@@ -47,8 +47,8 @@ _NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is 
              errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
                           '(ulimit -f)'}
 _NO_ACCESS = {errno.EROFS: 'the file system is read-only',
-              errno.EACCES: 'this user may not write there', errno.EPERM: 'this user may not '
-                                                                          'write there'}
+              errno.EACCES: 'this user may not write there',
+              errno.EPERM: 'this user may not write there'}
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
@@ -167,18 +167,18 @@ def _check_space(mgr: ocp.CheckpointManager, step: int) -> None:
   latest = mgr.latest_step()
   if latest is None or '://' in str(mgr.directory):
     return
-  free = need = 0
+  mib = np.zeros(2, np.int32)  # free, needed; in MiB, as JAX's default integers are 32 bits
   if jax.process_index() == 0:
-    need = _folder_bytes(str(mgr.directory / str(latest)))
-    free = shutil.disk_usage(str(mgr.directory)).free
-  free, need = (int(v) for v in _on_process_0(np.array([free, need], np.int64)))
+    mib[:] = (shutil.disk_usage(str(mgr.directory)).free // 2**20,
+              -(-_folder_bytes(str(mgr.directory / str(latest))) // 2**20))
+  free, need = (int(v) for v in _on_process_0(mib))
   if free < need:
     raise CheckpointError(
-        f'Checkpoint step {step} was not written: {free / 2**20:.0f} MiB are free on the disk '
-        f'of {mgr.directory}, and a checkpoint takes {need / 2**20:.0f} MiB (step {latest}). '
-        'Free space there (or lower --config.keep_checkpoints, or use a --workdir on a larger '
-        f'disk), then run the same command again: it resumes from step {latest}, the newest '
-        'checkpoint, which is intact.')
+        f'Checkpoint step {step} was not written: {free} MiB are free on the disk of '
+        f'{mgr.directory}, and a checkpoint takes {need} MiB (step {latest}). Free space there '
+        '(or lower --config.keep_checkpoints, or use a --workdir on a larger disk), then run the '
+        f'same command again: it resumes from step {latest}, the newest checkpoint, which is '
+        'intact.')
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
@@ -329,9 +329,10 @@ def _set_aside(mgr: ocp.CheckpointManager, steps) -> dict[int, str]:
       try:
         damaged.mkdir(parents=True, exist_ok=True)
         (mgr.directory / str(step)).rename(target)
-        moved[step] = f'moved to {target}'
+        moved[step] = f'was moved to {target}'
       except OSError as e:
-        moved[step] = f'could not be moved to {target} ({e.strerror or e}); move it by hand'
+        moved[step] = (f'could not be moved to {target} ({e.strerror or e}); move it by '
+                       'hand')
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('alexnet_jax: damaged checkpoints set aside')
   mgr.reload()
@@ -355,10 +356,17 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
     try:
       saved = _restore(mgr, step, 'config', ocp.args.JsonRestore())
       check_compatible(saved, config, workdir)
-      state, meta = _read_for_training(mgr, step, abstract_state, data_iter)
+      state, meta = _read_for_training(mgr, step, abstract_state, None)
       ok = True
     except _Damaged as e:
       ok, why = False, str(e)
+    # Processes enter each Orbax restore together (it ends in a barrier): the iterator's
+    # position, the one item each process reads a different file of, only once all have the rest.
+    if _everywhere(ok) and data_iter is not None:
+      try:
+        _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
+      except _Damaged as e:
+        ok, why = False, str(e)
     if not _everywhere(ok):
       damaged[step] = why
       continue

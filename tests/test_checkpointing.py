@@ -66,10 +66,12 @@ def _truncate(step_dir):
 
 def _flip_bytes(step_dir):
   path = _largest_file(step_dir / 'state')
-  data = bytearray(open(path, 'rb').read())
+  with open(path, 'rb') as f:
+    data = bytearray(f.read())
   for i in range(len(data) // 2, len(data) // 2 + 16):
     data[i] ^= 0xFF
-  open(path, 'wb').write(bytes(data))
+  with open(path, 'wb') as f:
+    f.write(data)
 
 
 DAMAGE = {
@@ -93,7 +95,8 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_restored(
   with caplog.at_level(logging.WARNING):
     step, state, meta = checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir), it)
   assert step == 2 and meta == {'class_names': ['a', 'b']}
-  np.testing.assert_array_equal(state['params']['fc']['kernel'], _state(2)['params']['fc']['kernel'])
+  np.testing.assert_array_equal(state['params']['fc']['kernel'],
+                                _state(2)['params']['fc']['kernel'])
   assert next(it) == 20  # where step 2 left the input, not moved half-way by step 3
   warnings = [r.getMessage() for r in caplog.records if 'does not read back' in r.getMessage()]
   assert len(warnings) == 1 and str(workdir / 'checkpoints' / '3') in warnings[0], warnings

@@ -126,8 +126,8 @@ def test_restore_decodes_as_training_did(trained_workdir, shapes_dir, tmp_path):
   assert model.decoder == config.data.decoder == 'pillow'
   assert alexnet_jax.restore(str(workdir), decoder='auto')[0].decoder == 'auto'
   file = _val_files(shapes_dir)[0]
-  by_hand = transforms.fit(transforms.decode(open(file, 'rb').read(), decoder='pillow'), 72,
-                           'pillow')
+  with open(file, 'rb') as f:
+    by_hand = transforms.fit(transforms.decode(f.read(), decoder='pillow'), 72, 'pillow')
   c = (72 - 67) // 2
   expected = (by_hand.astype(np.float32) - model.norm.mean_image)[c:c + 67, c:c + 67]
   np.testing.assert_array_equal(model.preprocess([file])[0], expected)
