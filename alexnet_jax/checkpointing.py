@@ -3,30 +3,55 @@ training set's statistics (mean image and PCA, so that the checkpoint alone can 
 and the input iterator's position, saved together and atomically (Orbax finalizes a step only
 once every item is written, so an interrupted save leaves no half-written checkpoint behind).
 
-`load` reads a checkpoint back without the training machinery: from a workdir, its
-`checkpoints/` folder or one step's folder, on local disk or anywhere Orbax reads (gs://...).
+What can go wrong on disk is answered here, with the earlier checkpoints kept:
+  * a write that fails (a full disk, a quota, a read-only or foreign folder) stops the run with
+    one CheckpointError naming the step, the reason and the newest intact checkpoint;
+  * a checkpoint that does not read back (a truncated file, a missing item, flipped bytes: `save`
+    records a checksum of every array, as Orbax checksums none of the data) is set aside into
+    `<workdir>/checkpoints_damaged/` and the run resumes from the newest one that reads.
+
+`load` reads a checkpoint back without the training machinery, onto whatever devices this
+process has: from a workdir, its `checkpoints/` folder or one step's folder, on local disk or
+anywhere Orbax reads (gs://...).
 """
 
 import dataclasses
+import errno
 import json
 import os
+import shutil
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.input_pipeline import Normalization
+from alexnet_jax.logs import os_error_code
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
+DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
 
 # Config sections that change what a checkpoint's numbers mean: resuming with other values would
 # silently continue a different experiment.
 _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
-               'data.resize_size', 'data.crop_size', 'batch_size', 'seed')
+               'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
+               'data.workers')  # the input position is saved per worker process
+# Within those, switches that pick a faster computation of the same mathematics and parameters.
+_MAY_DIFFER = ('model.split_towers', 'model.space_to_depth')
+
+_NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
+             errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
+                          '(ulimit -f)'}
+_NO_ACCESS = {errno.EROFS: 'the file system is read-only',
+              errno.EACCES: 'this user may not write there',
+              errno.EPERM: 'this user may not write there'}
 
 
 def absolute(workdir: str) -> str:
@@ -35,24 +60,206 @@ def absolute(workdir: str) -> str:
 
 
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`."""
-  workdir = absolute(workdir)
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-  return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options,
-                               item_names=ITEMS)
+  """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`; the folders of
+  saves that never finished (a crash, a full disk) are removed as it starts."""
+  directory = epath.Path(absolute(workdir)) / 'checkpoints'
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                         cleanup_tmp_directories=True)
+  try:
+    return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
+  except Exception as e:  # pylint: disable=broad-except  (Orbax wraps OSError in ValueError)
+    if (code := os_error_code(e)) is None:
+      raise
+    raise CheckpointError(f'Cannot create the checkpoint folder {directory}: '
+                          f'{os.strerror(code)}. Use a --workdir this user can write to.') from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Checksums: Orbax stores the arrays' bytes without one, and flipped bytes read back as numbers.
+# ---------------------------------------------------------------------------------------------
+
+
+def _fingerprint(x: jax.Array) -> jax.Array:
+  """A 32-bit sum of the array's bits, each word weighted by an odd number that depends on its
+  position: changing any one element changes it. Computed where the array lies, shards too."""
+  if x.dtype == jnp.bool_:
+    words = x.astype(jnp.uint32)
+  elif x.dtype.itemsize >= 4:
+    words = jax.lax.bitcast_convert_type(x, jnp.uint32)
+  else:
+    words = jax.lax.bitcast_convert_type(x, jnp.dtype(f'uint{8 * x.dtype.itemsize}'))
+    words = words.astype(jnp.uint32)
+  index, stride = jnp.zeros(words.shape, jnp.uint32), 1
+  for dim in reversed(range(words.ndim)):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, dim) * np.uint32(stride)
+    stride *= words.shape[dim]
+  return jnp.sum((words ^ (index * np.uint32(0x9E3779B9))) * (2 * index + 1), dtype=jnp.uint32)
+
+
+_fingerprints = jax.jit(lambda tree: jax.tree.map(_fingerprint, tree))
+
+
+def checksums(tree) -> dict[str, str]:
+  """{'params/conv1/kernel': '1a2b3c4d', ...}: a fingerprint of every array of `tree`."""
+  prints = _fingerprints(tree)
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+          f'{int(np.asarray(value.addressable_data(0))):08x}'
+          for path, value in jax.tree_util.tree_flatten_with_path(prints)[0]}
+
+
+def _verify(expected: dict | None, tree, item: str) -> None:
+  """Raises _Damaged if an array of `tree` differs from the one that was saved."""
+  if not expected:  # a checkpoint written before checksums were recorded
+    return
+  got = checksums(tree)
+  bad = [k for k, v in expected.items() if got.get(k) != v]
+  if bad:
+    raise _Damaged(f'{item}: {len(bad)} array(s) differ from what was saved (checksum of '
+                   f'{", ".join(bad[:3])}{" ..." if len(bad) > 3 else ""})')
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving.
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_error(mgr: ocp.CheckpointManager, step: int | None,
+                 exc: BaseException) -> CheckpointError | None:
+  """The CheckpointError for a write that the file system refused, or None for another error."""
+  code = os_error_code(exc)
+  if code not in _NO_SPACE and code not in _NO_ACCESS:
+    return None
+  if code in _NO_SPACE:
+    todo = ('Free space there (or lower --config.keep_checkpoints, or use a --workdir on a '
+            'larger disk)')
+  else:
+    todo = 'Make the folder writable for this user (or use another --workdir)'
+  mgr.reload()  # what is finalized on disk, without the step that failed
+  intact = mgr.latest_step()
+  resume = (f'it resumes from step {intact}, the newest checkpoint, which is intact'
+            if intact is not None else 'no earlier checkpoint exists, so it starts over')
+  why = {**_NO_SPACE, **_NO_ACCESS}[code]
+  return CheckpointError(
+      f'Checkpoint step {step} could not be written to {mgr.directory}: {why} '
+      f'({os.strerror(code)}). {todo}, then run the same command again: {resume}.')
+
+
+def _wait(mgr: ocp.CheckpointManager) -> None:
+  """Waits for the save in flight; a write the file system refused raises CheckpointError."""
+  in_flight = mgr.latest_step()  # Orbax lists a step as soon as its save starts
+  try:
+    mgr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    if err := _write_error(mgr, in_flight, e):
+      raise err from e
+    raise
+
+
+def _folder_bytes(path: str) -> int:
+  return sum(os.path.getsize(os.path.join(root, f))
+             for root, _, files in os.walk(path) for f in files)
+
+
+def _on_process_0(value):
+  """Process 0's `value` on every process, so that all of them decide alike."""
+  if jax.process_count() == 1:
+    return value
+  return multihost_utils.broadcast_one_to_all(value)
+
+
+def _check_space(mgr: ocp.CheckpointManager, step: int) -> None:
+  """Refuses a save that cannot fit: on local disks, the free space against the size of the
+  newest checkpoint, which the new one will match."""
+  latest = mgr.latest_step()
+  if latest is None or '://' in str(mgr.directory):
+    return
+  mib = np.zeros(2, np.int32)  # free, needed; in MiB, as JAX's default integers are 32 bits
+  if jax.process_index() == 0:
+    mib[:] = (shutil.disk_usage(str(mgr.directory)).free // 2**20,
+              -(-_folder_bytes(str(mgr.directory / str(latest))) // 2**20))
+  free, need = (int(v) for v in _on_process_0(mib))
+  if free < need:
+    raise CheckpointError(
+        f'Checkpoint step {step} was not written: {free} MiB are free on the disk of '
+        f'{mgr.directory}, and a checkpoint takes {need} MiB (step {latest}). Free space there '
+        '(or lower --config.keep_checkpoints, or use a --workdir on a larger disk), then run the '
+        f'same command again: it resumes from step {latest}, the newest checkpoint, which is '
+        'intact.')
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
-         meta: dict, norm: Normalization | None = None, data_iter=None) -> bool:
-  """Saves step `step`; `meta` is JSON (the LR policy's state, the class names)."""
+         meta: dict, norm: Normalization | None = None, data_iter=None, *,
+         wait: bool = False) -> bool:
+  """Saves step `step` in the background (`wait`: before returning); `meta` is JSON (the LR
+  policy's state, the class names) and also carries the arrays' checksums.
+
+  Raises CheckpointError, with the earlier checkpoints intact, when this save cannot fit on the
+  disk, or when the file system refuses it or the previous one (found here, as the previous
+  background write is waited for first).
+  """
+  _wait(mgr)
+  _check_space(mgr, step)
+  sums = {'state': checksums(state)}
   items = dict(state=ocp.args.StandardSave(state),
-               config=ocp.args.JsonSave(json.loads(config.to_json())),
-               meta=ocp.args.JsonSave(meta))
+               config=ocp.args.JsonSave(json.loads(config.to_json())))
   if norm is not None:
-    items['norm'] = ocp.args.StandardSave(dataclasses.asdict(norm))
+    norm = dataclasses.asdict(norm)
+    sums['norm'] = checksums(norm)
+    items['norm'] = ocp.args.StandardSave(norm)
+  items['meta'] = ocp.args.JsonSave({**meta, 'checksums': sums})
   if data_iter is not None:
     items['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
-  return mgr.save(step, args=ocp.args.Composite(**items), force=True)  # the loop decides when
+  try:
+    saved = mgr.save(step, args=ocp.args.Composite(**items), force=True)  # the loop decides when
+    if wait:
+      mgr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    if err := _write_error(mgr, step, e):
+      raise err from e
+    raise
+  return saved
+
+
+def finish(mgr: ocp.CheckpointManager) -> None:
+  """Waits for the last save and closes the manager: the end of a run. Raises CheckpointError
+  if the file system refused the last save."""
+  try:
+    _wait(mgr)
+  finally:
+    mgr.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Restoring.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Damaged(Exception):
+  """A checkpoint that does not read back completely; the message says why."""
+
+
+def _summary(exc: BaseException) -> str:
+  """The innermost cause's type and first line: TensorStore's own words, without its spec."""
+  while exc.__cause__ is not None or exc.__context__ is not None:
+    exc = exc.__cause__ or exc.__context__
+  text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
+  text = f'{type(exc).__name__}: {text.splitlines()[0] if text else ""}'
+  return text if len(text) <= 300 else text[:297] + '...'
+
+
+def _restore(mgr: ocp.CheckpointManager, step: int, item: str, args):
+  """One item of a checkpoint; any failure to read it is _Damaged (Orbax, TensorStore and json
+  raise many types), except running out of memory, which says nothing about the files."""
+  try:
+    return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, MemoryError) or 'RESOURCE_EXHAUSTED' in str(e):
+      raise
+    raise _Damaged(f'{item}: {_summary(e)}') from e
+
+
+def _has(mgr: ocp.CheckpointManager, step: int, item: str) -> bool:
+  return (mgr.directory / str(step) / item).exists()
 
 
 def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
@@ -74,7 +281,7 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
   old, new = _flatten(saved), _flatten(json.loads(config.to_json()))
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k)
+           if old.get(k) != new.get(k) and k not in _MAY_DIFFER
            and any(k == p or k.startswith(p + '.') for p in _MUST_MATCH)]
   if diffs:
     raise CheckpointError(
@@ -84,32 +291,110 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
         '(checkpoints/<step>/config).')
 
 
-def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config, workdir: str,
-                   data_iter=None):
-  """(step, state, meta) of the newest checkpoint in `workdir`, or None if there is none."""
-  if (latest := mgr.latest_step()) is None:
-    return None
-  check_compatible(saved_config(mgr, latest), config, workdir)
-  return (latest, *restore(mgr, latest, abstract_state, data_iter))
-
-
-def wait(mgr: ocp.CheckpointManager) -> None:
-  """Blocks until the checkpoint being written is on disk."""
-  mgr.wait_until_finished()
-
-
-def close(mgr: ocp.CheckpointManager) -> None:
-  mgr.wait_until_finished()
-  mgr.close()
+def _read_for_training(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
+  """(state, meta) of one step, every item read and checked; `data_iter` is moved last, once
+  the rest has read back, so a damaged checkpoint leaves it where it was."""
+  meta = dict(_restore(mgr, step, 'meta', ocp.args.JsonRestore()) or {})
+  sums = meta.pop('checksums', {})
+  state = _restore(mgr, step, 'state', ocp.args.StandardRestore(abstract_state))
+  _verify(sums.get('state'), state, 'state')
+  if _has(mgr, step, 'norm'):
+    _verify(sums.get('norm'), _restore(mgr, step, 'norm', ocp.args.StandardRestore()), 'norm')
+  if data_iter is not None:
+    _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
+  return state, meta
 
 
 def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
-  """Returns (state, meta) and moves `data_iter` to where the checkpoint left it."""
-  items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-  if data_iter is not None:
-    items['data_iter'] = grain.checkpoint.CheckpointRestore(data_iter)
-  restored = mgr.restore(step, args=ocp.args.Composite(**items))
-  return restored['state'], restored['meta']
+  """Returns (state, meta) and moves `data_iter` to where the checkpoint left it. The arrays
+  land on the shardings of `abstract_state`, whatever devices the checkpoint was written on."""
+  try:
+    return _read_for_training(mgr, step, abstract_state, data_iter)
+  except _Damaged as e:
+    raise CheckpointError(f'Checkpoint step {step} in {mgr.directory} does not read back: {e}. '
+                          'Resume from another step, or move this one aside.') from e
+
+
+def _everywhere(ok: bool) -> bool:
+  """Whether `ok` holds on every process (a damaged shard may be read by one process only)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
+
+
+def _set_aside(mgr: ocp.CheckpointManager, steps) -> dict[int, str]:
+  """Moves the step folders to <workdir>/checkpoints_damaged/ (process 0 does, the others wait),
+  so that Orbax no longer lists them and a later save of the same step can be written."""
+  moved = {}
+  if jax.process_index() == 0:
+    damaged = mgr.directory.parent / DAMAGED
+    for step in steps:
+      target, n = damaged / str(step), 1
+      while target.exists():
+        target, n = damaged / f'{step}.{n}', n + 1
+      try:
+        damaged.mkdir(parents=True, exist_ok=True)
+        (mgr.directory / str(step)).rename(target)
+        moved[step] = f'was moved to {target}'
+      except OSError as e:
+        moved[step] = (f'could not be moved to {target} ({e.strerror or e}); move it by '
+                       'hand')
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('alexnet_jax: damaged checkpoints set aside')
+  mgr.reload()
+  return moved
+
+
+def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collections.ConfigDict,
+                   workdir: str, data_iter=None):
+  """-> (step, state, meta) of the newest checkpoint that reads completely, or None if the
+  workdir has none.
+
+  A checkpoint written by another config raises CheckpointError (the run is refused, nothing is
+  skipped). One that does not read back (an item missing or unreadable, a truncated file, bytes
+  that changed) is logged with one warning and moved to <workdir>/checkpoints_damaged/, kept for
+  inspection, once an older one has read back. If none reads back, CheckpointError lists them
+  and nothing is moved.
+  """
+  damaged = {}
+  for step in sorted(mgr.all_steps(), reverse=True):
+    why = 'another process could not read it'
+    try:
+      saved = _restore(mgr, step, 'config', ocp.args.JsonRestore())
+      check_compatible(saved, config, workdir)
+      state, meta = _read_for_training(mgr, step, abstract_state, None)
+      ok = True
+    except _Damaged as e:
+      ok, why = False, str(e)
+    # Processes enter each Orbax restore together (it ends in a barrier): the iterator's
+    # position, the one item each process reads a different file of, only once all have the rest.
+    if _everywhere(ok) and data_iter is not None:
+      try:
+        _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
+      except _Damaged as e:
+        ok, why = False, str(e)
+    if not _everywhere(ok):
+      damaged[step] = why
+      continue
+    moved = _set_aside(mgr, damaged) if damaged else {}
+    for s, reason in damaged.items():
+      logging.warning('Checkpoint step %d (%s) does not read back: %s. It %s; resuming from '
+                      'step %d.', s, mgr.directory / str(s), reason,
+                      moved.get(s, 'was moved aside by process 0'), step)
+    return step, state, meta
+  if damaged:
+    listed = '; '.join(f'step {s}: {why}' for s, why in damaged.items())
+    raise CheckpointError(
+        f'No checkpoint in {mgr.directory} reads back completely ({listed}), so the run cannot '
+        'resume. Nothing was moved or deleted. If the code changed since they were written, '
+        'run the version that wrote them; otherwise restore the folder from a backup, or move '
+        'it aside (or use a new --workdir) to start over.')
+  return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a checkpoint outside training.
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +406,8 @@ class Loaded:
   norm: Normalization | None  # None for a checkpoint written before statistics were saved
   step: int
   path: str
+  # The JPEG decoder training used ('simplejpeg+opencv' or 'pillow'); None for older checkpoints.
+  decoder: str | None = None
 
 
 def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
@@ -137,32 +424,56 @@ def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
                         'checkpoints/ folder or one checkpoint\'s folder (checkpoints/<step>).')
 
 
+def _read_for_load(mgr: ocp.CheckpointManager, step: int) -> dict:
+  """Every item but the iterator's position, checked; the arrays go onto this process's first
+  device where the devices the checkpoint was written on are not all here."""
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  restored = {'config': _restore(mgr, step, 'config', ocp.args.JsonRestore()),
+              'meta': dict(_restore(mgr, step, 'meta', ocp.args.JsonRestore()) or {})}
+  sums = restored['meta'].pop('checksums', {})
+  restored['state'] = _restore(mgr, step, 'state', ocp.args.StandardRestore(fallback_sharding=here))
+  _verify(sums.get('state'), restored['state'], 'state')
+  if _has(mgr, step, 'norm'):
+    restored['norm'] = _restore(mgr, step, 'norm', ocp.args.StandardRestore())
+    _verify(sums.get('norm'), restored['norm'], 'norm')
+  return restored
+
+
 def load(path: str, step: int | None = None) -> Loaded:
   """Reads the parameters, config, class names and statistics of one checkpoint (the newest
-  unless `step` or a step folder says otherwise), as host arrays: no optimizer, no devices."""
+  that reads back unless `step` or a step folder says which), as host arrays: no optimizer, and
+  any number of devices, whatever the run was trained on."""
   directory, named_step = _checkpoints_dir(path)
+  step = step if step is not None else named_step
   options = ocp.CheckpointManagerOptions(create=False)
   with ocp.CheckpointManager(directory, options=options, item_names=ITEMS) as mgr:
     steps = mgr.all_steps()
-    step = step if step is not None else named_step if named_step is not None else (
-        max(steps) if steps else None)
-    if step is None or step not in steps:
+    if not steps or (step is not None and step not in steps):
       raise CheckpointError(
           f'No checkpoint {"at step " + str(step) + " " if step is not None else ""}in '
           f'{directory} (steps there: {sorted(steps) or "none"}). Point at a workdir that '
           'training has written a checkpoint to, or pick one of the steps listed.')
-    items = dict(state=ocp.args.StandardRestore(), config=ocp.args.JsonRestore(),
-                 meta=ocp.args.JsonRestore())
-    has_norm = (directory / str(step) / 'norm').exists()
-    if has_norm:
-      items['norm'] = ocp.args.StandardRestore()
-    restored = mgr.restore(step, args=ocp.args.Composite(**items))
+    damaged = {}
+    for found in [step] if step is not None else sorted(steps, reverse=True):
+      try:
+        restored = _read_for_load(mgr, found)
+        break
+      except _Damaged as e:
+        damaged[found] = str(e)
+    else:
+      listed = '; '.join(f'step {s}: {why}' for s, why in damaged.items())
+      others = sorted(set(steps) - set(damaged))
+      raise CheckpointError(
+          f'The checkpoint in {directory} does not read back ({listed}). '
+          + (f'Pick another step ({others}).' if others else 'Restore the folder from a backup.'))
+  for s, why in damaged.items():
+    logging.warning('Checkpoint step %d (%s) does not read back: %s. Reading step %d instead.',
+                    s, directory / str(s), why, found)
   params = jax.tree.map(np.asarray, restored['state']['params'])
   norm = None
-  if has_norm:
-    n = restored['norm']
-    norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in n.items()})
-  meta = restored['meta'] or {}
+  if 'norm' in restored:
+    norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in restored['norm'].items()})
+  meta = restored['meta']
   return Loaded(params=params, config=ml_collections.ConfigDict(restored['config']),
-                class_names=tuple(meta.get('class_names', ())), norm=norm, step=step,
-                path=str(directory / str(step)))
+                class_names=tuple(meta.get('class_names', ())), norm=norm, step=found,
+                path=str(directory / str(found)), decoder=meta.get('decoder'))

@@ -18,21 +18,20 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import checkpointing, data, input_pipeline, train
+from alexnet_jax import checkpointing, data, input_pipeline, logs, train
 from alexnet_jax.errors import DataError, UserError
-from alexnet_jax.inference import normalization, set_data_fields, top_k_errors, view_probabilities
+from alexnet_jax.inference import (checkpoint_config, normalization, top_k_errors,
+                                   view_probabilities)
 
 VIEWS = ('center', 'ten')
 
 
 def _prepare(loaded: checkpointing.Loaded, settings=()):
   """(network, params, validation source, normalization, data config) of one checkpoint."""
-  config = ml_collections.ConfigDict(loaded.config.to_dict())
-  set_data_fields(config, settings)
+  config = checkpoint_config(loaded, settings)  # the decoder training used, then the settings
   d = config.data
   class_names = list(loaded.class_names) or list(data.train_source(d).class_names)
   return (train.create_model(config.model), jax.device_put(loaded.params),
@@ -118,6 +117,7 @@ def table(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logs.quiet_library_logs()
   f = flags.FLAGS
   steps = [int(s) for s in f.step] or [None]
   if not f.views or set(f.views) - set(VIEWS):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from alexnet_jax import checkpointing, transforms
 from alexnet_jax.errors import CheckpointError, DataError, UserError
@@ -55,12 +56,15 @@ class Model:
     norm: the training set's mean image and RGB PCA (Section 2, 4.1).
     resize: images are fitted to resize x resize (shorter side, then the centre).
     crop: the network's input side (227 for the paper's net).
+    decoder: how JPEGs are decoded and resized ('auto' or 'pillow', see data.decoder): the
+      way training did, as the pixels differ slightly between the two.
   """
   network: nn.Module
   class_names: tuple[str, ...]
   norm: Normalization
   resize: int
   crop: int
+  decoder: str = 'auto'
 
   @property
   def names(self) -> tuple[str, ...]:
@@ -76,7 +80,7 @@ class Model:
     """
     out = []
     for image in _as_list(images):
-      fitted = transforms.fit(_to_rgb_array(image), self.resize)
+      fitted = transforms.fit(_to_rgb_array(image, self.decoder), self.resize, self.decoder)
       centred = transforms.centre(fitted, self.norm.mean_image)
       out.append(transforms.center_crop(centred, self.crop) if views == 'center'
                  else transforms.ten_crop(centred, self.crop))
@@ -119,12 +123,12 @@ def _as_list(images) -> list:
   return list(images)
 
 
-def _to_rgb_array(image) -> np.ndarray:
+def _to_rgb_array(image, decoder: str = 'auto') -> np.ndarray:
   if isinstance(image, (str, os.PathLike)):
     with open(image, 'rb') as f:
       image = f.read()
   if isinstance(image, bytes):
-    return transforms.decode(image)
+    return transforms.decode(image, decoder=decoder)
   if hasattr(image, 'convert'):  # a PIL image
     return np.asarray(image.convert('RGB'))
   image = np.asarray(image)
@@ -152,6 +156,31 @@ def set_data_fields(config: ml_collections.ConfigDict, settings: Sequence[str]) 
     config.data[field] = type(old)(value) if not isinstance(old, bool) else value == 'True'
 
 
+# The decoder a checkpoint's meta records training used -> the data.decoder that decodes alike.
+_RECORDED_DECODERS = {'pillow': 'pillow', 'simplejpeg+opencv': 'auto'}
+
+
+@functools.cache
+def _warn_fast_decoder_missing() -> None:
+  logging.warning('This checkpoint was trained on images decoded by simplejpeg and OpenCV, which '
+                  'are not installed here: Pillow decodes them instead, so the pixels and so '
+                  "the errors differ slightly. Install them with pip install -e '.[fast]'.")
+
+
+def checkpoint_config(loaded: checkpointing.Loaded,
+                      settings: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """A copy of the checkpoint's config to read images with: the JPEG decoder training used
+  (where the checkpoint records it), then the user's `data.FIELD=VALUE` settings, which win."""
+  config = ml_collections.ConfigDict(loaded.config.to_dict())
+  overridden = any(s.partition('=')[0] == 'data.decoder' for s in settings)
+  if loaded.decoder in _RECORDED_DECODERS and not overridden:
+    config.data.decoder = _RECORDED_DECODERS[loaded.decoder]
+    if config.data.decoder == 'auto' and not transforms.FAST_DECODER:
+      _warn_fast_decoder_missing()
+  set_data_fields(config, settings)
+  return config
+
+
 def normalization(loaded: checkpointing.Loaded,
                   data_config: ml_collections.ConfigDict) -> Normalization:
   """The training set's mean image and PCA: saved in the checkpoint, or, for one written before
@@ -169,14 +198,15 @@ def normalization(loaded: checkpointing.Loaded,
         'statistics.') from e
 
 
-def restore(path: str, step: int | None = None
+def restore(path: str, step: int | None = None, decoder: str | None = None
             ) -> tuple[Model, dict, ml_collections.ConfigDict]:
   """(model, params, config) of a checkpoint: a training run's workdir, its checkpoints/
-  folder or one step's folder, local or anywhere Orbax reads (gs://...). The newest checkpoint
-  unless `step` names another."""
+  folder or one step's folder, local or anywhere Orbax reads (gs://...), written on any number
+  of devices. The newest checkpoint unless `step` names another. Images are decoded as in
+  training unless `decoder` ('auto' or 'pillow') says otherwise."""
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top  (train imports a lot)
   loaded = checkpointing.load(path, step)
-  config = loaded.config
+  config = checkpoint_config(loaded, [f'data.decoder={decoder}'] if decoder else ())
   norm = normalization(loaded, config.data)
   class_names = loaded.class_names
   if not class_names and config.model.num_classes == 1000:
@@ -184,7 +214,8 @@ def restore(path: str, step: int | None = None
   network = train.create_model(config.model)
   model = Model(network=network, class_names=tuple(class_names) or tuple(
       str(i) for i in range(config.model.num_classes)), norm=norm,
-                resize=config.data.resize_size, crop=config.data.crop_size)
+                resize=config.data.resize_size, crop=config.data.crop_size,
+                decoder=config.data.decoder)
   return model, jax.tree.map(jnp.asarray, loaded.params), config
 
 

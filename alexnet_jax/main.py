@@ -9,7 +9,6 @@ and other clusters JAX finds them itself with --distributed).
 
 import difflib
 import json
-import logging as std_logging
 import os
 import runpy
 import sys
@@ -19,7 +18,7 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import preemption, train
+from alexnet_jax import logs, preemption, train
 from alexnet_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
@@ -38,11 +37,6 @@ _PROCESS_ID = flags.DEFINE_integer(
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() and let JAX detect the cluster '
     '(SLURM, Open MPI, Kubernetes, Cloud TPU); implied by any of the three flags above.')
-
-
-def _quiet_library_info(record) -> bool:
-  """Orbax logs every save at INFO; keep its warnings and errors, drop the rest."""
-  return record.levelno >= std_logging.WARNING or 'orbax' not in record.pathname
 
 
 def _unknown_field(argv: list[str]) -> str:
@@ -78,7 +72,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_quiet_library_info)
+  logs.quiet_library_logs()
   given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _DISTRIBUTED.value or any(v is not None for v in given):
     # Before anything touches a device: every process must join the runtime first.

@@ -17,6 +17,8 @@ import functools
 import json
 import math
 import os
+import shutil
+import sys
 
 import grain
 import tqdm
@@ -24,8 +26,8 @@ from absl import app, flags, logging
 from array_record.python import array_record_module
 from ml_collections import config_flags
 
-from alexnet_jax import input_pipeline, sources, stats, transforms
-from alexnet_jax.errors import DataError
+from alexnet_jax import input_pipeline, logs, sources, stats, transforms
+from alexnet_jax.errors import DataError, UserError
 
 
 def _pack_one(example: dict, size: int, quality: int, decoder: str) -> dict:
@@ -87,23 +89,32 @@ def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
   if data_config.source == 'packed':
     raise DataError('data.source is already "packed": point the config at the original '
                     'images (imagefolder or tfds) to pack them.')
-  out_dir = os.path.expanduser(out_dir)
-  os.makedirs(out_dir, exist_ok=True)
-  info_path = os.path.join(out_dir, 'info.json')
+  # The images are found before anything is written: a missing dataset leaves no folder behind.
   train_src = data.train_source(data_config)
+  split_sources = {split: train_src if split == 'train' else
+                   data.eval_source(data_config, train_src.class_names) for split in splits}
+  out_dir = os.path.expanduser(out_dir)
+  info_path = os.path.join(out_dir, 'info.json')
   size, d = data_config.resize_size, data_config
   info = {'size': size, 'quality': d.packed_quality, 'classes': len(train_src.class_names),
           'splits': {}}
-  if os.path.exists(info_path):
-    with open(info_path) as f:
-      old = json.load(f)
-    if all(old.get(k) == info[k] for k in ('size', 'quality', 'classes')):
-      info['splits'] = old['splits']  # splits packed earlier with the same settings stay listed
-    os.remove(info_path)  # incomplete until rewritten at the end
-  with open(os.path.join(out_dir, 'classes.txt'), 'w') as f:
-    f.write('\n'.join(train_src.class_names) + '\n')
-  for split in splits:
-    src = train_src if split == 'train' else data.eval_source(data_config, train_src.class_names)
+  created = not os.path.exists(out_dir)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    if os.path.exists(info_path):
+      with open(info_path) as f:
+        old = json.load(f)
+      if all(old.get(k) == info[k] for k in ('size', 'quality', 'classes')):
+        info['splits'] = old['splits']  # splits packed earlier with the same settings stay listed
+      os.remove(info_path)  # incomplete until rewritten at the end
+    with open(os.path.join(out_dir, 'classes.txt'), 'w') as f:
+      f.write('\n'.join(train_src.class_names) + '\n')
+  except OSError as e:
+    if created:  # nothing of the user's was there
+      shutil.rmtree(out_dir, ignore_errors=True)
+    raise DataError(f'Cannot write the packed dataset to {out_dir}: {e.strerror or e}. Give '
+                    '--out a folder this user can create and write to.') from e
+  for split, src in split_sources.items():
     written, skipped, norm = pack_split(
         src, out_dir, split, size=size, quality=d.packed_quality,
         shard_images=d.packed_shard_images, decoder=d.decoder, workers=d.workers,
@@ -118,7 +129,11 @@ def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
 
 def main(argv):
   del argv
-  info = prepare(flags.FLAGS.config.data, flags.FLAGS.out, tuple(flags.FLAGS.splits))
+  logs.quiet_library_logs()
+  try:
+    info = prepare(flags.FLAGS.config.data, flags.FLAGS.out, tuple(flags.FLAGS.splits))
+  except UserError as e:
+    sys.exit(f'error: {e}')
   for split, s in info['splits'].items():
     print(f'{split}: {s["images"]} images packed, {len(s["skipped"])} skipped, from {s["source"]}')
 

@@ -277,7 +277,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
   with contextlib.ExitStack() as cleanup:
     # --- Checkpoints: resume from the newest one in the workdir that reads completely ---------
     mgr = checkpointing.manager(workdir, config.keep_checkpoints)
-    cleanup.callback(checkpointing.close, mgr)
+    cleanup.push(_finishing(mgr))
     cleanup.callback(getattr(train_iter, 'close', lambda: None))
     resumed_from = None
     if restored := checkpointing.restore_newest(mgr, state, config, workdir, train_iter):
@@ -292,9 +292,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
       return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names,
               'decoder': decoder_used(d.decoder), 'skipped_updates': finite.skipped}
 
-    def save(step):
+    def save(step, wait=False):
       finite.verify(mgr, workdir, config.optim.base_lr)  # never a checkpoint of a diverged run
-      checkpointing.save(mgr, step, state, config, meta(), norm, train_iter)
+      checkpointing.save(mgr, step, state, config, meta(), norm, train_iter, wait=wait)
 
     train_fn = functools.partial(train_step, skip_nonfinite=config.skip_nonfinite_updates)
     p_train_step = sharding.jit(train_fn, mesh, (state_sharding, batch_sharding, replicated),
@@ -357,16 +357,32 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
         if step % config.checkpoint_every_steps == 0 or last or stopping:
           with clock.paused():
-            save(step)
+            save(step, wait=stopping)
 
         if stopping:
-          checkpointing.wait(mgr)
           final['stopped'] = {'signal': stop.signal_name, 'step': step,
                               'checkpoint': os.path.join(workdir, 'checkpoints', str(step))}
           logging.warning('%s: stopped after step %d with a checkpoint; the same command '
                           'resumes.', stop.signal_name, step)
           break
     return final
+
+
+def _finishing(mgr):
+  """An exit callback: waits for the last save and closes the manager. While another error is
+  already on its way out, a failure here is logged rather than put in its place."""
+
+  def finish(kind, error, traceback):
+    del kind, traceback
+    try:
+      checkpointing.finish(mgr)
+    except Exception as e:  # pylint: disable=broad-except
+      if error is None:
+        raise
+      logging.warning('While stopping, the last checkpoint could not be finished: %s', e)
+    return False
+
+  return finish
 
 
 class _Clock:

@@ -11,6 +11,7 @@ import os
 
 from absl import app, flags
 
+from alexnet_jax import logs
 from experiments import plotting, sweep
 
 
@@ -40,6 +41,7 @@ def draw(workdirs: list[str], out: str, labels: list[str] | None = None, metric:
 
 def main(argv):
   del argv
+  logs.quiet_library_logs()
   f = flags.FLAGS
   print('wrote', draw(f.workdirs, f.out, f.labels or None, f.metric, f.title))
 

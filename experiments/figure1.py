@@ -25,6 +25,7 @@ import time
 
 from absl import app, flags
 
+from alexnet_jax import logs
 from experiments import plotting, sweep
 
 _ROOT = flags.DEFINE_string('root', 'runs/figure1', 'Folder for the runs.')
@@ -166,6 +167,7 @@ def plot(root: str, summary: dict, out: str) -> None:
 
 def main(argv):
   del argv
+  logs.quiet_library_logs()
   root = os.path.abspath(os.path.expanduser(_ROOT.value))
   if _PLOT_ONLY.value:
     with open(os.path.join(root, 'figure1.json')) as f:

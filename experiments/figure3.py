@@ -7,9 +7,12 @@ The paper's Figure 3 shows the 96 kernels of its net: tower 1's came out largely
 tower 2's colour-specific. Each kernel is stretched to the full grey range on its own.
 """
 
+import sys
+
 from absl import app, flags
 
-from alexnet_jax import checkpointing, visualize
+from alexnet_jax import checkpointing, logs, visualize
+from alexnet_jax.errors import UserError
 from experiments import plotting
 
 
@@ -29,7 +32,11 @@ def draw(workdir: str, out: str, step: int | None = None) -> str:
 
 def main(argv):
   del argv
-  print('wrote', draw(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step))
+  logs.quiet_library_logs()
+  try:
+    print('wrote', draw(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step))
+  except UserError as e:
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

@@ -9,17 +9,20 @@ training image's centre patch is passed through the net once; each query is a va
 smallest Euclidean distance (Section 6.1).
 """
 
+import sys
+
 import numpy as np
 from absl import app, flags
 
-from alexnet_jax import data, inference, input_pipeline, transforms, visualize
+from alexnet_jax import data, inference, input_pipeline, logs, transforms, visualize
+from alexnet_jax.errors import UserError
 from experiments import plotting
 
 
 def features(model, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
   """(fc7 features (N, D), source indices (N,)) of every readable image's centre patch."""
   ds = input_pipeline.eval_dataset(source, model.norm, batch_size=batch_size,
-                                   resize=model.resize, crop=model.crop)
+                                   resize=model.resize, crop=model.crop, decoder=model.decoder)
   feats, index = [], []
   for batch in ds:
     feats.append(model.features(params, batch['image']))
@@ -66,7 +69,11 @@ def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> s
 def main(argv):
   del argv
   f = flags.FLAGS
-  print('wrote', draw(f.workdir, f.out, f.queries, f.k, f.set))
+  logs.quiet_library_logs()
+  try:
+    print('wrote', draw(f.workdir, f.out, f.queries, f.k, f.set))
+  except UserError as e:
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

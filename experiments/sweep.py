@@ -25,6 +25,7 @@ import time
 
 from absl import app, flags
 
+from alexnet_jax import logs
 from experiments import sweeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -160,6 +161,7 @@ def parse_set(items: list[str]) -> dict:
 
 def main(argv):
   del argv
+  logs.quiet_library_logs()
   f = flags.FLAGS
   if not f.sweep or not f.root:
     raise SystemExit('error: give --sweep (one of: ' + ', '.join(sorted(sweeps.SWEEPS)) +

@@ -1,7 +1,9 @@
 """Evaluation: ten patches and ensembles checked by hand in NumPy, and the command line."""
 
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -103,3 +105,42 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, trained_workdir):
                          f'--workdir={tmp_path / "nowhere"}'], capture_output=True, text=True,
                         check=False)
   assert proc.returncode != 0 and 'does not exist' in proc.stderr
+
+
+def _record_decoder(workdir, decoder):
+  path = os.path.join(workdir, 'checkpoints', '6', 'meta', 'metadata')
+  with open(path) as f:
+    meta = json.load(f)
+  meta['decoder'] = decoder
+  with open(path, 'w') as f:
+    json.dump(meta, f)
+
+
+@pytest.mark.skipif(not transforms.FAST_DECODER, reason='both decoders are Pillow here')
+def test_evaluation_decodes_as_training_did_unless_told_otherwise(trained_workdir, tmp_path):
+  original = checkpointing.load(trained_workdir)
+  assert original.decoder is None  # not recorded: the config's data.decoder, 'auto'
+  pillow = evaluate.probabilities(original, 'center', 8, ['data.decoder=pillow'])[0]
+  fast = evaluate.probabilities(original, 'center', 8)[0]
+  assert not np.array_equal(pillow, fast)  # the decoders' pixels differ a little
+  workdir = str(shutil.copytree(trained_workdir, tmp_path / 'run'))
+  _record_decoder(workdir, 'pillow')
+  recorded = checkpointing.load(workdir)
+  assert recorded.decoder == 'pillow'
+  np.testing.assert_array_equal(evaluate.probabilities(recorded, 'center', 8)[0], pillow)
+  np.testing.assert_array_equal(
+      evaluate.probabilities(recorded, 'center', 8, ['data.decoder=auto'])[0], fast)
+
+
+def test_a_fast_decoder_missing_here_is_one_warning(trained_workdir, tmp_path, monkeypatch,
+                                                    caplog):
+  workdir = str(shutil.copytree(trained_workdir, tmp_path / 'run'))
+  _record_decoder(workdir, 'simplejpeg+opencv')
+  monkeypatch.setattr(transforms, 'FAST_DECODER', False)
+  inference._warn_fast_decoder_missing.cache_clear()  # pylint: disable=protected-access
+  loaded = checkpointing.load(workdir)
+  with caplog.at_level(logging.WARNING):
+    for _ in range(2):
+      assert inference.checkpoint_config(loaded).data.decoder == 'auto'
+  warnings = [r.getMessage() for r in caplog.records if 'simplejpeg' in r.getMessage()]
+  assert len(warnings) == 1 and "pip install -e '.[fast]'" in warnings[0]

@@ -15,7 +15,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import metric_writer, train
+from alexnet_jax import checkpointing, metric_writer, train
 from alexnet_jax.errors import UserError
 from tests.conftest import small_config
 
@@ -305,3 +305,4 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(shapes_dir,
   [step] = _steps(tmp_path / 'run')
   for out, _ in outputs:
     assert f'SIGTERM: stopped after step {step}' in out
+  assert _all_finite(checkpointing.load(str(tmp_path / 'run'), step).params)

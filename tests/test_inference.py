@@ -1,6 +1,8 @@
 """restore / predict for notebooks, the figures' arrays, and the Colab notebook run headless."""
 
+import json
 import os
+import shutil
 
 import nbformat
 import numpy as np
@@ -113,3 +115,19 @@ def test_colab_notebook_runs_headless(trained_workdir, shapes_dir, monkeypatch):
   text = '\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
                    for o in cell.get('outputs', []))
   assert 'parameters' in text and 'top-5' in text and 'kernel grid: (' in text
+
+
+def test_restore_decodes_as_training_did(trained_workdir, shapes_dir, tmp_path):
+  workdir = shutil.copytree(trained_workdir, tmp_path / 'run')
+  path = workdir / 'checkpoints' / '6' / 'meta' / 'metadata'
+  meta = json.loads(path.read_text())
+  path.write_text(json.dumps({**meta, 'decoder': 'pillow'}))
+  model, _, config = alexnet_jax.restore(str(workdir))
+  assert model.decoder == config.data.decoder == 'pillow'
+  assert alexnet_jax.restore(str(workdir), decoder='auto')[0].decoder == 'auto'
+  file = _val_files(shapes_dir)[0]
+  with open(file, 'rb') as f:
+    by_hand = transforms.fit(transforms.decode(f.read(), decoder='pillow'), 72, 'pillow')
+  c = (72 - 67) // 2
+  expected = (by_hand.astype(np.float32) - model.norm.mean_image)[c:c + 67, c:c + 67]
+  np.testing.assert_array_equal(model.preprocess([file])[0], expected)

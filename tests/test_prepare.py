@@ -3,13 +3,19 @@
 import json
 import os
 import pickle
+import subprocess
+import sys
 
 import grain
 import numpy as np
+import pytest
 
 from alexnet_jax import data, input_pipeline, prepare, sources, stats, transforms
+from alexnet_jax.errors import DataError
 from configs import default
 from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_vanish
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _data_config(train_dir, val_dir, out):
@@ -72,3 +78,26 @@ def test_training_pipeline_reads_packed_shards(photo_dir, tmp_path):
                                          threads=2))
   labels = np.concatenate([next(it)['label'] for _ in range(3)])
   assert sorted(labels.tolist()) == sorted(packed[i]['label'] for i in range(18))
+
+
+def test_prepare_answers_missing_images_in_one_line_and_writes_nothing(tmp_path):
+  out = tmp_path / 'packed'
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.prepare', '--config=configs/default.py',
+                         f'--config.data.train_dir={tmp_path / "nowhere" / "train"}',
+                         f'--config.data.val_dir={tmp_path / "nowhere" / "val"}', f'--out={out}'],
+                        cwd=REPO, capture_output=True, text=True, check=False)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: No training images at')
+  assert not out.exists()
+
+
+def test_prepare_answers_an_unwritable_folder_and_leaves_none_behind(photo_dir, tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  d = _data_config(photo_dir, photo_dir, tmp_path / 'a_file' / 'packed')  # root may write anywhere
+  with pytest.raises(DataError, match='Cannot write the packed dataset to .*a_file/packed'):
+    prepare.prepare(d, d.packed_dir)
+  if os.geteuid() != 0:  # permissions stop only other users
+    (tmp_path / 'locked').mkdir(mode=0o500)
+    with pytest.raises(DataError, match='Permission denied'):
+      prepare.prepare(d, str(tmp_path / 'locked' / 'packed'))
+    assert not os.listdir(tmp_path / 'locked')
