@@ -22,6 +22,7 @@ from absl import flags, logging
 from alexnet_jax import transforms
 
 
+@jax.tree_util.register_dataclass  # a pytree: put on the devices once, passed to the steps
 @dataclasses.dataclass(frozen=True)
 class Normalization:
   """What training uses from the training set's statistics (see `alexnet_jax.stats`)."""
@@ -77,24 +78,6 @@ def fitted(source, size: int, decoder: str = 'auto') -> grain.MapDataset:
       functools.partial(decode_fit, size=size, decoder=decoder))
 
 
-def _train_augment(example: dict, rng: np.random.Generator, *, norm: Normalization,
-                   mirrored_mean: np.ndarray, crop: int, flip: bool, lighting_std: float,
-                   lighting_scale: str) -> dict:
-  # Crop (and reflect) the uint8 image and the mean image alike, then centre: the same numbers
-  # as cropping the centred image, with one float32 pass over the crop instead of several.
-  top, left = transforms.random_offsets(example['image'].shape, crop, rng)
-  image = transforms.crop(example['image'], top, left, crop)
-  mean = transforms.crop(norm.mean_image, top, left, crop)
-  if flip and transforms.flip_drawn(rng):
-    image = transforms.mirror(image)
-    mean = transforms.crop(mirrored_mean, top, mirrored_mean.shape[1] - left - crop, crop)
-  image = transforms.centre(image, mean)
-  if lighting_std > 0:
-    transforms.add_rgb(image, transforms.lighting_shift(norm.eigvals, norm.eigvecs, lighting_std,
-                                                        rng, lighting_scale))
-  return {'image': image, 'label': example['label']}
-
-
 def _eval_view(example: dict, *, norm: Normalization, crop: int, views: str) -> dict:
   image = transforms.centre(example['image'], norm.mean_image)
   image = transforms.center_crop(image, crop) if views == 'center' else transforms.ten_crop(
@@ -125,35 +108,35 @@ def _batched(ds: grain.MapDataset, batch_size: int, drop_remainder: bool, worker
   return in_workers(it.batch(batch_size, drop_remainder=drop_remainder), workers)
 
 
-def train_dataset(source, norm: Normalization, *, batch_size: int, seed: int, resize: int,
-                  crop: int, flip: bool = True, lighting_std: float = 0.1,
-                  lighting_scale: str = 'sqrt', workers: int = 0, threads: int = 8,
-                  decoder: str = 'auto') -> grain.IterDataset:
-  """Endless batches of augmented training images, reshuffled every epoch.
+def train_dataset(source, *, batch_size: int, seed: int, resize: int, workers: int = 0,
+                  threads: int = 8, decoder: str = 'auto') -> grain.IterDataset:
+  """Endless batches of training images, reshuffled every epoch, for `augment.train_inputs`.
 
   `batch_size` is this process's share of the global batch. Batches are dicts with `image`
-  (B, crop, crop, 3) float32 centred on the mean image and `label` (B,) int32.
+  (B, resize, resize, 3) uint8, the paper's fitted images, and `label` (B,) int32.
   """
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
   ds = _shard(ds)
   ds = ds.map(functools.partial(decode_fit, size=resize, decoder=decoder))
-  ds = ds.random_map(functools.partial(_train_augment, norm=norm, crop=crop, flip=flip,
-                                       mirrored_mean=np.ascontiguousarray(norm.mean_image[:, ::-1]),
-                                       lighting_std=lighting_std, lighting_scale=lighting_scale))
   return _batched(ds, batch_size, True, workers, threads)
 
 
-def eval_dataset(source, norm: Normalization, *, batch_size: int, resize: int, crop: int,
-                 views: str = 'center', workers: int = 0, threads: int = 8,
+def eval_dataset(source, norm: Normalization | None = None, *, batch_size: int, resize: int,
+                 crop: int = 0, views: str = 'center', workers: int = 0, threads: int = 8,
                  decoder: str = 'auto') -> grain.IterDataset:
   """One pass over this process's share of the evaluation images, in order.
 
-  `views='center'`: `image` is (B, crop, crop, 3), the centre patch. `views='ten'`: `image` is
-  (B, 10, crop, crop, 3), the paper's ten patches (transforms.ten_crop). Each example also
-  carries `index`, its position in the source. The last batch may be smaller than `batch_size`.
+  Batches are dicts with `image` (B, resize, resize, 3) uint8, the paper's fitted images, whose
+  views `augment.eval_inputs` makes on the device; `label` (B,) int32; and `index`, each
+  image's position in the source. The last batch may be smaller than `batch_size`.
+
+  With `norm`, the host cuts the views instead, as float32 centred on the mean image, for
+  callers that run the network outside a jitted step: views='center' gives `image` (B, crop,
+  crop, 3), the centre patch; views='ten' (B, 10, crop, crop, 3), transforms.ten_crop's patches.
   """
   if views not in ('center', 'ten'):
     raise ValueError(f"views must be 'center' or 'ten', not {views!r}")
   ds = _shard(fitted(source, resize, decoder))
-  ds = ds.map(functools.partial(_eval_view, norm=norm, crop=crop, views=views))
+  if norm is not None:
+    ds = ds.map(functools.partial(_eval_view, norm=norm, crop=crop, views=views))
   return _batched(ds, batch_size, False, workers, threads)
