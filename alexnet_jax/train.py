@@ -1,6 +1,7 @@
 """Training and evaluation, top to bottom: devices, input, model and state, the steps, the loop.
 
-`train_step(state, batch, rng)` and `eval_step(state, batch)` are pure functions, jitted once;
+`train_step(state, batch, rng, norm)` and `eval_step(state, batch, norm)` are pure functions,
+jitted once, that make the network's input from uint8 images on the device (alexnet_jax.augment);
 `train_and_evaluate(config, workdir)` is the loop around them: periodic evaluation, the paper's
 learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes from.
 """

@@ -11,7 +11,11 @@ one process and run, the loaders interleaved so that load from other programs hi
                 only as a contender);
   uint8-jpeg    `input_pipeline.train_dataset` over the same JPEG files (ImageFolder): decode,
                 the paper's offline step, uint8 batches of 256x256 images, nothing else;
-  uint8-packed  the same over `alexnet_jax.prepare`'s ArrayRecord shards of them.
+  uint8-packed  the same over `alexnet_jax.prepare`'s ArrayRecord shards of them;
+and, on request (--loaders), the alternatives the uint8 path was chosen over:
+  uint8-packed-workers    the same in Grain worker processes, one per core, instead of threads;
+  uint8-packed-per-image  Grain reading and decoding image by image (`MapDataset.source`, a
+                          per-image map, Grain's batch) instead of a batch at a time.
 The uint8 loaders leave the augmentation to the device (alexnet_jax.augment); its cost per batch
 on the JAX backend at hand is timed too. --cores sets every loader's parallelism (default: all
 cores); the uint8 loaders split it into processes and threads as the config defaults do.
@@ -148,18 +152,25 @@ def host_float_augment(example: dict, rng: np.random.Generator, *, norm, mirrore
 def host_float_batches(source, norm, batch_size, workers, threads):
   ds = grain.MapDataset.source(source).seed(0).shuffle().repeat(None)
   ds = ds.map(functools.partial(input_pipeline.decode_fit, size=RESIZE))
-  ds = ds.random_map(functools.partial(host_float_augment, norm=norm, mirrored_mean=np.ascontiguousarray(
-      norm.mean_image[:, ::-1])))
+  mirrored_mean = np.ascontiguousarray(norm.mean_image[:, ::-1])
+  ds = ds.random_map(functools.partial(host_float_augment, norm=norm, mirrored_mean=mirrored_mean))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
   return iter(input_pipeline.in_workers(it.batch(batch_size, drop_remainder=True), workers))
 
 
-# --- This project's pipeline -----------------------------------------------------------------
+# --- This project's pipeline, and the alternatives it was chosen over --------------------------
 
 
 def uint8_batches(source, batch_size, workers, threads):
   return iter(input_pipeline.train_dataset(source, batch_size=batch_size, seed=0, resize=RESIZE,
                                            workers=workers, threads=threads))
+
+
+def per_image_batches(source, batch_size, threads):
+  ds = grain.MapDataset.source(source).seed(0).shuffle().repeat(None)
+  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=RESIZE))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
+  return iter(it.batch(batch_size, drop_remainder=True))
 
 
 def stop(batches) -> None:
@@ -258,6 +269,10 @@ def main(argv):
         shape = (CROP, CROP, 3)
       elif name == 'float32-jpeg':  # as it ran: one worker process per core
         batches, shape = host_float_batches(folder, norm, bs, cores, 1), (CROP, CROP, 3)
+      elif name == 'uint8-packed-workers':
+        batches, shape = uint8_batches(packed, bs, cores, 1), (RESIZE, RESIZE, 3)
+      elif name == 'uint8-packed-per-image':
+        batches, shape = per_image_batches(packed, bs, cores), (RESIZE, RESIZE, 3)
       else:
         src = packed if name == 'uint8-packed' else folder
         batches, shape = uint8_batches(src, bs, workers, threads), (RESIZE, RESIZE, 3)
