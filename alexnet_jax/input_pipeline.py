@@ -1,14 +1,22 @@
-"""The input pipeline, in one visible place: source -> decode -> the paper's transforms -> batch.
+"""The host's part of the input, in one visible place: source -> decode -> the paper's offline
+step -> uint8 batch. The augmentation and the test views are the device's (alexnet_jax.augment).
 
-Built on Grain's `MapDataset`: shuffling, per-example random streams and sharding by process
-are Grain's, so the pipeline is deterministic for a seed and its iterator state can be saved in
-a checkpoint. Each transform is a function of one example from `alexnet_jax.transforms`.
+Built on Grain's `MapDataset`: shuffling and sharding by process are Grain's, so the pipeline is
+deterministic for a seed and its iterator state can be saved in a checkpoint. Batches are the
+paper's 256x256 images as uint8, a quarter of float32's bytes, with no float work on the host.
+
+Records are read and decoded a batch at a time, straight into the batch's array (simplejpeg and
+OpenCV write into its rows), by `threads` threads of this process, each working on its own
+batch (the decoders release the GIL), and, with `workers` > 0, in that many worker processes.
+Per batch rather than per image, Grain's bookkeeping costs little beside the decoding
+(BENCHMARKS.md).
 
 Skip policy for broken files: a record whose bytes do not decode completely (empty, truncated,
 not an image, unreadable, damaged beyond what libjpeg recovers) is left out; everything that
 decodes is used, as RGB. Each skipped file is named once in the log with the reason and the
 running count of this process (each worker process keeps its own). The record leaves with its
-label, so no label shifts; batches stay full because they are formed after the skip.
+label, so no label shifts; training batches stay full because Grain's rebatching forms them
+after the skip (passing a full batch through without a copy).
 """
 
 import dataclasses
@@ -22,6 +30,7 @@ from absl import flags, logging
 from alexnet_jax import preemption, transforms
 
 
+@jax.tree_util.register_dataclass  # a pytree: put on the devices once, passed to the steps
 @dataclasses.dataclass(frozen=True)
 class Normalization:
   """What training uses from the training set's statistics (see `alexnet_jax.stats`)."""
@@ -46,61 +55,56 @@ def _skip(name: str, reason: str) -> None:
                     name, reason, len(_skipped))
 
 
-def decode_fit(example: dict, size: int, decoder: str = 'auto') -> dict | None:
+def decode_fit(example: dict, size: int, decoder: str = 'auto',
+               out: np.ndarray | None = None) -> dict | None:
   """Decode, then the paper's offline step: shorter side -> size, central size x size patch.
 
-  Returns None for a record that does not decode (Grain drops it), after reporting it.
+  The image is written into `out` if given. Returns None for a record that does not decode
+  (Grain drops it), after reporting it.
   """
   name = str(example.get('name', '?'))
   if example.get('error'):
     _skip(name, example['error'])
     return None
   try:
-    image = transforms.decode(example['image_bytes'], min_size=size, decoder=decoder)
+    image = transforms.decode(example['image_bytes'], min_size=size, decoder=decoder, out=out)
   except transforms.UndecodableImage as e:
     _skip(name, str(e))
     return None
-  out = {'image': transforms.fit(image, size, decoder), 'label': np.int32(example['label'])}
+  out = {'image': transforms.fit(image, size, decoder, out), 'label': np.int32(example['label'])}
   if 'index' in example:
     out['index'] = example['index']
   return out
 
 
-def _with_index(index: int, example: dict) -> dict:
-  return {**example, 'index': np.int32(index)}
+def decode_fit_batch(examples: list[dict], size: int, decoder: str = 'auto') -> dict | None:
+  """`decode_fit` of a list of records into one (n, size, size, 3) uint8 array, in order: the
+  records that do not decode are left out (None if none decodes). Carries `index` if given."""
+  images = np.empty((len(examples), size, size, 3), np.uint8)
+  kept = []
+  for example in examples:
+    if (out := decode_fit(example, size, decoder, out=images[len(kept)])) is not None:
+      kept.append(out)
+  if not kept:
+    return None
+  batch = {'image': images[:len(kept)], 'label': np.array([k['label'] for k in kept], np.int32)}
+  if 'index' in examples[0]:
+    batch['index'] = np.array([k['index'] for k in kept], np.int32)
+  return batch
 
 
-def fitted(source, size: int, decoder: str = 'auto') -> grain.MapDataset:
-  """The paper's offline step over a source, each example with its `index` in the source;
-  undecodable records become None (dropped)."""
-  return grain.MapDataset.source(source).map_with_index(_with_index).map(
-      functools.partial(decode_fit, size=size, decoder=decoder))
+def _read_decode(indices: list[int], *, source, size: int, decoder: str,
+                 with_index: bool) -> dict | None:
+  examples = [source[i] for i in indices]
+  if with_index:
+    examples = [{**e, 'index': np.int32(i)} for e, i in zip(examples, indices)]
+  return decode_fit_batch(examples, size, decoder)
 
 
-def _train_augment(example: dict, rng: np.random.Generator, *, norm: Normalization,
-                   mirrored_mean: np.ndarray, crop: int, flip: bool, lighting_std: float,
-                   lighting_scale: str) -> dict:
-  # Crop (and reflect) the uint8 image and the mean image alike, then centre: the same numbers
-  # as cropping the centred image, with one float32 pass over the crop instead of several.
-  top, left = transforms.random_offsets(example['image'].shape, crop, rng)
-  image = transforms.crop(example['image'], top, left, crop)
-  mean = transforms.crop(norm.mean_image, top, left, crop)
-  if flip and transforms.flip_drawn(rng):
-    image = transforms.mirror(image)
-    mean = transforms.crop(mirrored_mean, top, mirrored_mean.shape[1] - left - crop, crop)
-  image = transforms.centre(image, mean)
-  if lighting_std > 0:
-    transforms.add_rgb(image, transforms.lighting_shift(norm.eigvals, norm.eigvecs, lighting_std,
-                                                        rng, lighting_scale))
-  return {'image': image, 'label': example['label']}
-
-
-def _eval_view(example: dict, *, norm: Normalization, crop: int, views: str) -> dict:
-  image = transforms.centre(example['image'], norm.mean_image)
-  image = transforms.center_crop(image, crop) if views == 'center' else transforms.ten_crop(
-      image, crop)
-  return {'image': np.ascontiguousarray(image), 'label': example['label'],
-          'index': example['index']}
+def _host_views(batch: dict, *, norm: Normalization, crop: int, views: str) -> dict:
+  view = transforms.center_crop if views == 'center' else transforms.ten_crop
+  images = [view(transforms.centre(image, norm.mean_image), crop) for image in batch['image']]
+  return {**batch, 'image': np.stack(images)}
 
 
 def _shard(ds: grain.MapDataset) -> grain.MapDataset:
@@ -119,42 +123,51 @@ def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
                         worker_init_fn=preemption.init_input_worker)
 
 
-def _batched(ds: grain.MapDataset, batch_size: int, drop_remainder: bool, workers: int,
-             threads: int) -> grain.IterDataset:
-  """Reads with threads (dropping skipped records), batches, then fans out to worker processes."""
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
-  return in_workers(it.batch(batch_size, drop_remainder=drop_remainder), workers)
+def _decoded(source, indices: grain.MapDataset, batch_size: int, size: int, decoder: str,
+             threads: int, with_index: bool = False) -> grain.IterDataset:
+  """The records at `indices`, `batch_size` at a time, each batch read and decoded into one
+  array (smaller where records were skipped) by one of `threads` threads.
+
+  The batch's map reads its records itself: through `MapDataset.source`, Grain would record
+  metrics for every record, which costs a third as much as decoding it (BENCHMARKS.md).
+  """
+  ds = indices.batch(batch_size, batch_fn=list).map(functools.partial(
+      _read_decode, source=source, size=size, decoder=decoder, with_index=with_index))
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
 
 
-def train_dataset(source, norm: Normalization, *, batch_size: int, seed: int, resize: int,
-                  crop: int, flip: bool = True, lighting_std: float = 0.1,
-                  lighting_scale: str = 'sqrt', workers: int = 0, threads: int = 8,
-                  decoder: str = 'auto') -> grain.IterDataset:
-  """Endless batches of augmented training images, reshuffled every epoch.
+def train_dataset(source, *, batch_size: int, seed: int, resize: int, workers: int = 0,
+                  threads: int = 8, decoder: str = 'auto') -> grain.IterDataset:
+  """Endless batches of training images, reshuffled every epoch, for `augment.train_inputs`.
 
   `batch_size` is this process's share of the global batch. Batches are dicts with `image`
-  (B, crop, crop, 3) float32 centred on the mean image and `label` (B,) int32.
+  (B, resize, resize, 3) uint8, the paper's fitted images, and `label` (B,) int32.
   """
-  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(None)
-  ds = _shard(ds)
-  ds = ds.map(functools.partial(decode_fit, size=resize, decoder=decoder))
-  ds = ds.random_map(functools.partial(_train_augment, norm=norm, crop=crop, flip=flip,
-                                       mirrored_mean=np.ascontiguousarray(norm.mean_image[:, ::-1]),
-                                       lighting_std=lighting_std, lighting_scale=lighting_scale))
-  return _batched(ds, batch_size, True, workers, threads)
+  indices = _shard(grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat(None))
+  it = _decoded(source, indices, batch_size, resize, decoder, threads)
+  # Full batches again after skipped records; a full batch passes through uncopied.
+  it = grain.experimental.RebatchIterDataset(it, batch_size, drop_remainder=True)
+  return in_workers(it, workers)
 
 
-def eval_dataset(source, norm: Normalization, *, batch_size: int, resize: int, crop: int,
-                 views: str = 'center', workers: int = 0, threads: int = 8,
+def eval_dataset(source, norm: Normalization | None = None, *, batch_size: int, resize: int,
+                 crop: int = 0, views: str = 'center', workers: int = 0, threads: int = 8,
                  decoder: str = 'auto') -> grain.IterDataset:
   """One pass over this process's share of the evaluation images, in order.
 
-  `views='center'`: `image` is (B, crop, crop, 3), the centre patch. `views='ten'`: `image` is
-  (B, 10, crop, crop, 3), the paper's ten patches (transforms.ten_crop). Each example also
-  carries `index`, its position in the source. The last batch may be smaller than `batch_size`.
+  Batches are dicts with `image` (B, resize, resize, 3) uint8, the paper's fitted images, whose
+  views `augment.eval_inputs` makes on the device; `label` (B,) int32; and `index`, each
+  image's position in the source. A batch holds at most `batch_size` images (fewer for the last
+  and where files were skipped).
+
+  With `norm`, the host cuts the views instead, as float32 centred on the mean image, for
+  callers that run the network outside a jitted step: views='center' gives `image` (B, crop,
+  crop, 3), the centre patch; views='ten' (B, 10, crop, crop, 3), transforms.ten_crop's patches.
   """
   if views not in ('center', 'ten'):
     raise ValueError(f"views must be 'center' or 'ten', not {views!r}")
-  ds = _shard(fitted(source, resize, decoder))
-  ds = ds.map(functools.partial(_eval_view, norm=norm, crop=crop, views=views))
-  return _batched(ds, batch_size, False, workers, threads)
+  indices = _shard(grain.MapDataset.range(len(source)))
+  it = _decoded(source, indices, batch_size, resize, decoder, threads, with_index=True)
+  if norm is not None:
+    it = it.map(functools.partial(_host_views, norm=norm, crop=crop, views=views))
+  return in_workers(it, workers)

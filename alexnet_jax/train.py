@@ -1,6 +1,7 @@
 """Training and evaluation, top to bottom: devices, input, model and state, the steps, the loop.
 
-`train_step(state, batch, rng)` and `eval_step(state, batch)` are pure functions, jitted once;
+`train_step(state, batch, rng, norm)` and `eval_step(state, batch, norm)` are pure functions,
+jitted once, that make the network's input from uint8 images on the device (alexnet_jax.augment);
 `train_and_evaluate(config, workdir)` is the loop around them: periodic evaluation, the paper's
 learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes from.
 """
@@ -22,8 +23,8 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from alexnet_jax import (checkpointing, config_check, data, input_pipeline, optim, preemption,
-                         sharding, stats, transforms)
+from alexnet_jax import (augment, checkpointing, config_check, data, input_pipeline, optim,
+                         preemption, sharding, stats, transforms)
 from alexnet_jax.errors import UserError
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.cifar_cnn import CifarCNN
@@ -70,18 +71,24 @@ def _error_counts(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.
   return 1.0 - hit[:, 0].astype(jnp.float32), 1.0 - hit.any(-1).astype(jnp.float32)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array,
+def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: input_pipeline.Normalization,
+               augment_fn=augment.train_inputs,
                skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
   """One SGD step on a batch: softmax cross-entropy averaged over the batch (Section 5).
+
+  `batch['image']` holds the uint8 images; `augment_fn(images, norm, key)` makes the network's
+  input from them on the device (Section 4.1). Its key and dropout's come from the step, so a
+  resumed run draws what an uninterrupted one does.
 
   `metrics['finite']` says whether the loss and the new parameters are all finite: the loop
   checks it before every save and evaluation. With `skip_nonfinite`, a step that is not finite
   leaves the parameters and momentum as they were (the step count still advances).
   """
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  dropout_rng, augment_rng = jax.random.split(jax.random.fold_in(rng, state.step))
+  images = augment_fn(batch['image'], norm, augment_rng)
 
   def loss_fn(params):
-    logits = state.apply_fn({'params': params}, batch['image'], train=True,
+    logits = state.apply_fn({'params': params}, images, train=True,
                             rngs={'dropout': dropout_rng})
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
     return loss, logits
@@ -100,9 +107,11 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict) -> dict:
-  """Sums of loss and errors over the batch's real examples (`mask` marks padding with 0)."""
-  logits = state.apply_fn({'params': state.params}, batch['image'], train=False)
+def eval_step(state: TrainState, batch: dict, norm: input_pipeline.Normalization,
+              view_fn=augment.center_view) -> dict:
+  """Sums of loss and errors over the batch's real examples (`mask` marks padding with 0);
+  `view_fn(images, norm)` cuts the test view from the uint8 images on the device."""
+  logits = state.apply_fn({'params': state.params}, view_fn(batch['image'], norm), train=False)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
   top1, top5 = _error_counts(logits, batch['label'])
   mask = batch['mask']
@@ -119,19 +128,20 @@ def pad_batch(batch: dict, size: int) -> dict:
   return padded
 
 
-def evaluate(p_eval_step, state: TrainState, eval_ds, *, batch_size: int, crop: int,
-             num_batches: int, batch_sharding: jax.sharding.Sharding) -> dict:
+def evaluate(p_eval_step, state: TrainState, eval_ds, norm: input_pipeline.Normalization, *,
+             batch_size: int, num_batches: int, batch_sharding: jax.sharding.Sharding) -> dict:
   """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set.
 
   Every process runs the same `num_batches` steps, as the sharded step needs all of them: one
   whose share of the images has run out (a smaller share, or skipped files) feeds padding.
   """
   start, sums = time.perf_counter(), None
-  empty = {'image': np.zeros((0, crop, crop, 3), np.float32), 'label': np.zeros((0,), np.int32)}
+  empty = {'image': np.zeros((0,) + norm.mean_image.shape, np.uint8),
+           'label': np.zeros((0,), np.int32)}
   batches = iter(eval_ds)
   for _ in range(num_batches):
     batch = pad_batch(next(batches, empty), batch_size)
-    out = p_eval_step(state, sharding.shard_batch(batch, batch_sharding))
+    out = p_eval_step(state, sharding.shard_batch(batch, batch_sharding), norm)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   n = float(sums.pop('count'))
@@ -245,15 +255,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
   norm = stats.load_or_compute(train_src, config.data)
   local_batch = config.batch_size // jax.process_count()
   d = config.data
+  # The host sends uint8 images; the augmentation and the test view are made on the devices.
   train_ds = input_pipeline.train_dataset(
-      train_src, norm, batch_size=local_batch, seed=config.seed, resize=d.resize_size,
-      crop=d.crop_size, flip=d.flip, lighting_std=d.lighting_std,
-      lighting_scale=d.lighting_scale, workers=d.workers,
-      threads=d.threads, decoder=d.decoder)
+      train_src, batch_size=local_batch, seed=config.seed, resize=d.resize_size,
+      workers=d.workers, threads=d.threads, decoder=d.decoder)
   train_iter = device_batches(train_ds, batch_sharding)
-  eval_ds = input_pipeline.eval_dataset(eval_src, norm, batch_size=local_batch,
-                                        resize=d.resize_size, crop=d.crop_size,
+  eval_ds = input_pipeline.eval_dataset(eval_src, batch_size=local_batch, resize=d.resize_size,
                                         workers=d.workers, threads=d.threads, decoder=d.decoder)
+  device_norm = jax.device_put(norm, replicated)
+  augment_fn = functools.partial(augment.train_inputs, crop=d.crop_size, flip=d.flip,
+                                 lighting_std=d.lighting_std, lighting_scale=d.lighting_scale,
+                                 dtype=config.model.dtype)
+  view_fn = functools.partial(augment.center_view, crop=d.crop_size, dtype=config.model.dtype)
   # The most batches any process's share of the evaluation set can make; all processes run them.
   eval_batches = math.ceil(math.ceil(len(eval_src) / jax.process_count()) / local_batch)
   # An epoch is the images that decode (the statistics pass counted them), not the files.
@@ -296,10 +309,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
       finite.verify(mgr, workdir, config.optim.base_lr)  # never a checkpoint of a diverged run
       checkpointing.save(mgr, step, state, config, meta(), norm, train_iter, wait=wait)
 
-    train_fn = functools.partial(train_step, skip_nonfinite=config.skip_nonfinite_updates)
-    p_train_step = sharding.jit(train_fn, mesh, (state_sharding, batch_sharding, replicated),
+    train_fn = functools.partial(train_step, augment_fn=augment_fn,
+                                 skip_nonfinite=config.skip_nonfinite_updates)
+    p_train_step = sharding.jit(train_fn, mesh,
+                                (state_sharding, batch_sharding, replicated, replicated),
                                 (state_sharding, replicated), donate_argnums=0)
-    p_eval_step = sharding.jit(eval_step, mesh, (state_sharding, batch_sharding), replicated)
+    p_eval_step = sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
+                               (state_sharding, batch_sharding, replicated), replicated)
     writer = MetricWriter(workdir, enabled=is_main, resume_step=resumed_from)
     cleanup.callback(writer.close)
     writer.write_json('model.json', {'arch': config.model.get('arch', 'alexnet'),
@@ -321,7 +337,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         if lr != current_lr:  # a Python float: no device round trip per step
           state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
           current_lr = lr
-        state, metrics = p_train_step(state, next(train_iter), dropout_rng)
+        state, metrics = p_train_step(state, next(train_iter), dropout_rng, device_norm)
         step += 1
         finite.add(step, metrics.pop('finite'))
         history.append(metrics)
@@ -344,7 +360,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         if (step % eval_every == 0 or last) and not stopping:
           with clock.paused():
             finite.verify(mgr, workdir, config.optim.base_lr)  # never evaluate a diverged net
-            val = evaluate(p_eval_step, state, eval_ds, batch_size=local_batch, crop=d.crop_size,
+            val = evaluate(p_eval_step, state, eval_ds, device_norm, batch_size=local_batch,
                            num_batches=eval_batches, batch_sharding=batch_sharding)
             val['lr'] = float(optim.get_lr(state.opt_state))
             writer.write('val', step, step / steps_per_epoch, val)

@@ -49,12 +49,15 @@ def _decode_pillow(image_bytes: bytes, min_size: int) -> np.ndarray:
     raise UndecodableImage(f'{type(e).__name__}: {e}') from e
 
 
-def decode(image_bytes: bytes, min_size: int = 0, decoder: str = 'auto') -> np.ndarray:
+def decode(image_bytes: bytes, min_size: int = 0, decoder: str = 'auto',
+           out: np.ndarray | None = None) -> np.ndarray:
   """Decodes JPEG (or any Pillow format) bytes to an HxWx3 uint8 RGB array.
 
   Grayscale and CMYK become RGB; a PNG stored under a .JPEG name decodes as the PNG it is. With
   `min_size`, a JPEG is decoded directly at a reduced DCT scale whose shorter side is still at
-  least `min_size`. Raises UndecodableImage for bytes that do not decode completely.
+  least `min_size`. A JPEG that decodes to the shape of `out` is decoded into it (a row of a
+  batch: no array of its own, no copy). Raises UndecodableImage for bytes that do not decode
+  completely.
   """
   if not image_bytes:
     raise UndecodableImage('empty file')
@@ -67,31 +70,48 @@ def decode(image_bytes: bytes, min_size: int = 0, decoder: str = 'auto') -> np.n
         f = 1
         while f < 8 and min_size and min(w, h) >= 2 * f * min_size:
           f *= 2
-        return simplejpeg.decode_jpeg(image_bytes, colorspace='RGB', min_height=-(-h // f),
-                                      min_width=-(-w // f))  # strict: warnings raise
+        shape = (-(-h // f), -(-w // f), 3)
+        return simplejpeg.decode_jpeg(  # strict: warnings raise
+            image_bytes, colorspace='RGB', min_height=shape[0], min_width=shape[1],
+            buffer=out if out is not None and out.shape == shape else None)
     except ValueError:
       pass  # damaged or unusual data: Pillow decides whether it is decodable
   return _decode_pillow(image_bytes, min_size)
 
 
-def resize(image: np.ndarray, width: int, height: int, decoder: str = 'auto') -> np.ndarray:
-  """Bilinear resize (area-averaging when shrinking, so that no detail aliases)."""
+def resize(image: np.ndarray, width: int, height: int, decoder: str = 'auto',
+           out: np.ndarray | None = None) -> np.ndarray:
+  """Bilinear resize (area-averaging when shrinking, so that no detail aliases), into `out` if
+  given (height x width x 3)."""
   if _use_fast(decoder):
     shrink = width * height < image.shape[0] * image.shape[1]
-    return cv2.resize(image, (width, height),
+    return cv2.resize(image, (width, height), dst=out,
                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR,
-                                                  reducing_gap=None))
+  resized = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR,
+                                                     reducing_gap=None))
+  if out is None:
+    return resized
+  out[...] = resized
+  return out
 
 
-def fit(image: np.ndarray, size: int, decoder: str = 'auto') -> np.ndarray:
-  """Section 2: rescale so the shorter side is `size`, then take the central size x size patch."""
+def fit(image: np.ndarray, size: int, decoder: str = 'auto',
+        out: np.ndarray | None = None) -> np.ndarray:
+  """Section 2: rescale so the shorter side is `size`, then take the central size x size patch.
+
+  With `out` (size x size x 3, e.g. a row of a batch) the patch is written there.
+  """
   h, w = image.shape[:2]
   scale = size / min(w, h)
   new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
   if (new_w, new_h) != (w, h):
-    image = resize(image, new_w, new_h, decoder)
-  return np.ascontiguousarray(center_crop(image, size))
+    image = resize(image, new_w, new_h, decoder, out if new_w == new_h == size else None)
+  patch = center_crop(image, size)
+  if out is None:
+    return np.ascontiguousarray(patch)
+  if not np.shares_memory(patch, out):  # decoded or resized elsewhere: one copy into place
+    out[...] = patch
+  return out
 
 
 def centre(image: np.ndarray, mean_image: np.ndarray) -> np.ndarray:

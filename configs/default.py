@@ -3,6 +3,8 @@
 Where the paper leaves a choice open, the field holds PAPER.md's documented default and says so.
 """
 
+import os
+
 import ml_collections
 
 
@@ -65,9 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.stats_max_images = 0        # images sampled for the mean image and PCA; 0 = all
   d.stats_seed = 0
   d.cache_dir = '~/.cache/alexnet_jax'
-  d.workers = 0                 # Grain worker processes (0: decode in threads of this process;
-  #                               BENCHMARKS.md: one per spare CPU core feeds a GPU)
-  d.threads = 8                 # Grain reading threads per process (per worker with workers > 0)
+  d.workers = 0                 # Grain worker processes; 0: none, the threads below decode in
+  #                               the training process (BENCHMARKS.md: more images per core)
+  d.threads = os.cpu_count() or 1  # decoding threads per process, one batch each; one per core
   d.demo_dir = '~/.cache/alexnet_jax/demo_shapes'
   d.demo_train_per_class = 0
   d.demo_val_per_class = 0

@@ -1,22 +1,35 @@
-"""Training-input throughput: this project's Grain pipeline against the usual PyTorch recipe.
+"""Training-input throughput: this project's uint8 host path against host-float recipes.
 
-Measures training images/s per worker core, all in one process and run, interleaved, on
-  baseline     PIL transforms in a torch DataLoader (a multiprocessing.Pool of the same PIL
-               code when torch is absent): open, RGB, shorter side -> 256, central 256x256,
-               random 227x227 crop, random flip, float32 minus the mean image, PCA lighting;
-  jpeg         `input_pipeline.train_dataset` over the same JPEG files (ImageFolder);
-  jpeg-pillow  the same with data.decoder='pillow' (Pillow draft decoding and resizing);
-  packed       the same pipeline over `alexnet_jax.prepare`'s ArrayRecord shards of them.
-Each loader runs in --workers worker processes and the main process only collects batches.
+Measures training images/s per core (the loader's images/s over the cores it occupies), all in
+one process and run, the loaders interleaved so that load from other programs hits them alike:
+  baseline      PIL transforms in a torch DataLoader (a multiprocessing.Pool of the same PIL
+                code when torch is absent): open, RGB, shorter side -> 256, central 256x256,
+                random 227x227 crop, random flip, float32 minus the mean image, PCA lighting;
+  float32-jpeg  the host-float recipe in Grain: decode and fit as below, then the crop, the
+                reflection, the centring and the lighting per example as float32 on the host
+                (this project's input path before the augmentation moved to the device; here
+                only as a contender);
+  uint8-jpeg    `input_pipeline.train_dataset` over the same JPEG files (ImageFolder): decode,
+                the paper's offline step, uint8 batches of 256x256 images, nothing else;
+  uint8-packed  the same over `alexnet_jax.prepare`'s ArrayRecord shards of them;
+and, on request (--loaders), the alternatives the uint8 path was chosen over:
+  uint8-packed-workers    the same in Grain worker processes, one per core, instead of threads;
+  uint8-packed-per-image  Grain reading and decoding image by image (`MapDataset.source`, a
+                          per-image map, Grain's batch) instead of a batch at a time.
+The uint8 loaders leave the augmentation to the device (alexnet_jax.augment); its cost per batch
+on the JAX backend at hand is timed too. --cores sets every loader's parallelism (default: all
+cores); the uint8 loaders split it into processes and threads as the config defaults do.
 
     python experiments/input_benchmark.py --data=../shared/data/imagenette/train \
-        --packed=/tmp/imagenette_packed --workers=2
+        --packed=/tmp/imagenette_packed --json=input.json
 
 The packed shards are written first if --packed does not hold them yet. Results: BENCHMARKS.md.
 """
 
+import functools
 import gc
 import importlib.metadata
+import json
 import multiprocessing
 import os
 import platform
@@ -24,24 +37,28 @@ import statistics
 import sys
 import time
 
+import grain
+import jax
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from alexnet_jax import input_pipeline, prepare, sources, stats, transforms  # noqa: E402
+from alexnet_jax import augment, input_pipeline, prepare, sources, stats, transforms  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_string('data', '../shared/data/imagenette/train', 'An ImageFolder of JPEGs.')
 flags.DEFINE_string('packed', '/tmp/imagenette_packed', 'Packed shards of --data (made if absent).')
-flags.DEFINE_integer('workers', 2, 'Worker processes per loader (= the cores the figure is per).')
-flags.DEFINE_integer('threads', 1, 'Grain reading threads per worker.')
+flags.DEFINE_integer('cores', 0, 'Cores each loader may use (its worker processes or threads); '
+                     '0: all of this machine\'s.')
 flags.DEFINE_integer('batch_size', 128, 'Images per batch.')
 flags.DEFINE_integer('batches', 20, 'Batches timed per run, after warm-up batches.')
 flags.DEFINE_integer('warmup', 3, 'Batches drawn before timing (worker start-up, prefetch fill).')
-flags.DEFINE_integer('repeats', 3, 'Runs of each loader; the median is reported.')
-flags.DEFINE_string('loaders', 'baseline,jpeg,jpeg-pillow,packed', 'Which loaders to run.')
+flags.DEFINE_integer('repeats', 5, 'Runs of each loader; the median is reported.')
+flags.DEFINE_list('loaders', ['baseline', 'float32-jpeg', 'uint8-jpeg', 'uint8-packed'],
+                  'Which loaders to run.')
 flags.DEFINE_bool('decoders', True, 'Also time decode + fit to 256x256 per decoder, one core.')
+flags.DEFINE_string('json', None, 'Also write the results here.')
 FLAGS = flags.FLAGS
 
 RESIZE, CROP = 256, 227
@@ -116,13 +133,44 @@ def baseline_batches(folder, norm, workers, batch_size):
     return 'multiprocessing.Pool + PIL', _pool_batches(dataset, workers, batch_size)
 
 
-# --- This project's pipeline -----------------------------------------------------------------
+# --- The host-float recipe: the augmentation as float32 on the host, per example, in Grain -----
 
 
-def grain_batches(source, norm, workers, threads, batch_size, decoder):
-  return iter(input_pipeline.train_dataset(source, norm, batch_size=batch_size, seed=0,
-                                           resize=RESIZE, crop=CROP, workers=workers,
-                                           threads=threads, decoder=decoder))
+def host_float_augment(example: dict, rng: np.random.Generator, *, norm, mirrored_mean) -> dict:
+  """Crop (and reflect) the uint8 image and the mean image alike, then one float32 pass."""
+  top, left = transforms.random_offsets(example['image'].shape, CROP, rng)
+  image = transforms.crop(example['image'], top, left, CROP)
+  mean = transforms.crop(norm.mean_image, top, left, CROP)
+  if transforms.flip_drawn(rng):
+    image = transforms.mirror(image)
+    mean = transforms.crop(mirrored_mean, top, mirrored_mean.shape[1] - left - CROP, CROP)
+  image = transforms.centre(image, mean)
+  transforms.add_rgb(image, transforms.lighting_shift(norm.eigvals, norm.eigvecs, 0.1, rng))
+  return {'image': image, 'label': example['label']}
+
+
+def host_float_batches(source, norm, batch_size, workers, threads):
+  ds = grain.MapDataset.source(source).seed(0).shuffle().repeat(None)
+  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=RESIZE))
+  mirrored_mean = np.ascontiguousarray(norm.mean_image[:, ::-1])
+  ds = ds.random_map(functools.partial(host_float_augment, norm=norm, mirrored_mean=mirrored_mean))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
+  return iter(input_pipeline.in_workers(it.batch(batch_size, drop_remainder=True), workers))
+
+
+# --- This project's pipeline, and the alternatives it was chosen over --------------------------
+
+
+def uint8_batches(source, batch_size, workers, threads):
+  return iter(input_pipeline.train_dataset(source, batch_size=batch_size, seed=0, resize=RESIZE,
+                                           workers=workers, threads=threads))
+
+
+def per_image_batches(source, batch_size, threads):
+  ds = grain.MapDataset.source(source).seed(0).shuffle().repeat(None)
+  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=RESIZE))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
+  return iter(it.batch(batch_size, drop_remainder=True))
 
 
 def stop(batches) -> None:
@@ -133,7 +181,7 @@ def stop(batches) -> None:
   time.sleep(1)
 
 
-def measure(batches, warmup, n, batch_size) -> float:
+def measure(batches, warmup, n, batch_size, shape) -> float:
   """Images per second over n batches after warm-up; checks each batch's shape."""
   for _ in range(warmup):
     next(batches)
@@ -141,8 +189,31 @@ def measure(batches, warmup, n, batch_size) -> float:
   for _ in range(n):
     batch = next(batches)
     image = batch['image'] if isinstance(batch, dict) else batch[0]
-    assert tuple(image.shape) == (batch_size, CROP, CROP, 3), image.shape
+    assert tuple(image.shape) == (batch_size,) + shape, image.shape
   return n * batch_size / (time.perf_counter() - start)
+
+
+def device_augment_cost(norm, batch_size: int, runs: int = 7, calls: int = 5) -> dict:
+  """Milliseconds per batch of `augment.train_inputs` (and the ten test views) on the default
+  JAX device, for a uint8 batch already there: the device's share of the input work."""
+  device = jax.devices()[0]
+  images = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch_size, RESIZE, RESIZE, 3),
+                                                            np.uint8), device)
+  dev_norm, rng = jax.device_put(norm, device), jax.random.key(0)
+  result = {'backend': f'{device.platform} ({device.device_kind})', 'batch': batch_size}
+  for name, fn in (('train_inputs', functools.partial(augment.train_inputs, crop=CROP)),
+                   ('ten_views', lambda x, n, _: augment.ten_views(x, n, crop=CROP))):
+    jitted = jax.jit(fn)
+    jitted(images, dev_norm, rng).block_until_ready()
+    times = []
+    for _ in range(runs):
+      start = time.perf_counter()
+      for _ in range(calls):
+        out = jitted(images, dev_norm, rng)
+      out.block_until_ready()
+      times.append((time.perf_counter() - start) / calls * 1e3)
+    result[f'{name}_ms_per_batch'] = statistics.median(times)
+  return result
 
 
 def decoder_table(folder) -> None:
@@ -176,44 +247,70 @@ def _timed(fn) -> float:
 def main(argv):
   del argv
   folder = sources.ImageFolder(FLAGS.data)
+  d = default.get_config().data
+  cores = FLAGS.cores or len(os.sched_getaffinity(0))
   if not sources.packed_shards(FLAGS.packed, 'train'):
-    d = default.get_config().data
-    d.train_dir, d.workers, d.threads = FLAGS.data, FLAGS.workers, FLAGS.threads
+    d.train_dir = FLAGS.data
     prepare.prepare(d, FLAGS.packed, splits=('train',))
   packed = sources.Packed(FLAGS.packed, 'train')
   norm = stats.load(os.path.join(FLAGS.packed, stats.PACKED_STATS))
-  w, bs = FLAGS.workers, FLAGS.batch_size
-  loaders = FLAGS.loaders.split(',')
+  bs = FLAGS.batch_size
+  # The uint8 path as training runs it by default, scaled to `cores`.
+  workers = min(d.workers, cores)
+  threads = max(1, cores // max(1, workers)) if workers else cores
+  loaders = FLAGS.loaders
   results = {name: [] for name in loaders}
-  baseline_name = 'baseline'
+  baseline_name, loads = 'baseline', []
   for _ in range(FLAGS.repeats):
-    for name in loaders:  # interleaved, so load from other programs hits every loader alike
+    loads.append(os.getloadavg()[0])
+    for name in loaders:
       if name == 'baseline':
-        baseline_name, batches = baseline_batches(folder, norm, w, bs)
+        baseline_name, batches = baseline_batches(folder, norm, cores, bs)
+        shape = (CROP, CROP, 3)
+      elif name == 'float32-jpeg':  # as it ran: one worker process per core
+        batches, shape = host_float_batches(folder, norm, bs, cores, 1), (CROP, CROP, 3)
+      elif name == 'uint8-packed-workers':
+        batches, shape = uint8_batches(packed, bs, cores, 1), (RESIZE, RESIZE, 3)
+      elif name == 'uint8-packed-per-image':
+        batches, shape = per_image_batches(packed, bs, cores), (RESIZE, RESIZE, 3)
       else:
-        src = packed if name == 'packed' else folder
-        decoder = 'pillow' if name == 'jpeg-pillow' else 'auto'
-        batches = grain_batches(src, norm, w, FLAGS.threads, bs, decoder)
-      results[name].append(measure(batches, FLAGS.warmup, FLAGS.batches, bs))
+        src = packed if name == 'uint8-packed' else folder
+        batches, shape = uint8_batches(src, bs, workers, threads), (RESIZE, RESIZE, 3)
+      results[name].append(measure(batches, FLAGS.warmup, FLAGS.batches, bs, shape))
       stop(batches)
-      print(f'  {name}: {results[name][-1] / w:.0f} img/s per worker core', flush=True)
+      print(f'  {name}: {results[name][-1] / cores:.0f} img/s per core', flush=True)
+  loads.append(os.getloadavg()[0])
 
-  versions = ', '.join(f'{p} {_version(p)}' for p in (
-      'jax', 'grain', 'pillow', 'simplejpeg', 'opencv-python-headless', 'torch', 'numpy'))
+  versions = {p: _version(p) for p in ('jax', 'grain', 'pillow', 'simplejpeg',
+                                       'opencv-python-headless', 'torch', 'numpy')}
   print(f'\nmachine: {_cpu()}, {os.cpu_count()} cores; python {platform.python_version()}; '
-        f'{versions}; fast decoder in use: {transforms.FAST_DECODER}')
-  print(f'{len(folder)} JPEGs from {FLAGS.data}; {w} workers, batch {bs}, {FLAGS.batches} '
-        f'batches per run after {FLAGS.warmup} warm-up, median of {FLAGS.repeats} runs\n')
-  print(f'{"loader":28s} {"img/s per core":>15s} {"vs baseline (same run)":>23s} '
-        f'{"ImageNet epoch, 16 cores":>25s}')
+        f'{", ".join(f"{k} {v}" for k, v in versions.items())}; fast decoder in use: '
+        f'{transforms.FAST_DECODER}; load average {min(loads):.1f}-{max(loads):.1f}')
+  print(f'{len(folder)} JPEGs from {FLAGS.data}; {cores} cores per loader (uint8: {workers} '
+        f'worker processes, {threads} threads each); batch {bs}, {FLAGS.batches} batches per '
+        f'run after {FLAGS.warmup} warm-up, median of {FLAGS.repeats} runs\n')
+  print(f'{"loader":28s} {"img/s per core":>15s} {"vs baseline (same run)":>23s}')
+  rows = []
   for name in loaders:
-    per_core = statistics.median(results[name]) / w
-    label = baseline_name if name == 'baseline' else f'Grain {name}'
-    ratio = '-'
+    per_core = statistics.median(results[name]) / cores
+    ratio = None
     if 'baseline' in results:  # the median of the ratios within each repeat
-      ratio = f'{statistics.median(np.divide(results[name], results["baseline"])):.2f}x'
-    epoch_min = 1281167 / (per_core * 16) / 60
-    print(f'{label:28s} {per_core:15.0f} {ratio:>23s} {epoch_min:21.1f} min')
+      ratio = float(statistics.median(np.divide(results[name], results['baseline'])))
+    label = baseline_name if name == 'baseline' else name
+    rows.append({'loader': name, 'description': label, 'images_per_sec_per_core': per_core,
+                 'vs_baseline': ratio, 'per_run_images_per_sec': results[name]})
+    print(f'{label:28s} {per_core:15.0f} {f"{ratio:.2f}x" if ratio else "-":>23s}')
+  cost = device_augment_cost(norm, bs)
+  print(f'\nDevice-side augmentation on {cost["backend"]}, batch {bs} uint8 {RESIZE}x{RESIZE}: '
+        f'train_inputs {cost["train_inputs_ms_per_batch"]:.1f} ms, ten_views '
+        f'{cost["ten_views_ms_per_batch"]:.1f} ms per batch')
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump({'rows': rows, 'device_augment': cost, 'cpu': _cpu(), 'cores': cores,
+                 'uint8_workers': workers, 'uint8_threads': threads, 'versions': versions,
+                 'python': platform.python_version(), 'load_average': loads,
+                 'command': ' '.join(sys.argv), 'batches': FLAGS.batches,
+                 'repeats': FLAGS.repeats}, f, indent=1)
   if FLAGS.decoders:
     decoder_table(folder)
 

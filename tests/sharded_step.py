@@ -8,6 +8,7 @@ and the largest difference between the parameters after a few sharded steps and 
 same steps on one device.
 """
 
+import functools
 import json
 import os
 import re
@@ -18,7 +19,7 @@ os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={sys.argv[1]}
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import sharding, train  # noqa: E402
+from alexnet_jax import augment, input_pipeline, sharding, train  # noqa: E402
 from tests.conftest import small_config  # noqa: E402
 
 STEPS = 3
@@ -40,8 +41,16 @@ def collectives(hlo: str) -> list[dict]:
 
 def batches(batch_size: int):
   rng = np.random.default_rng(0)
-  return [{'image': rng.normal(0, 60, (batch_size, 67, 67, 3)).astype(np.float32),
+  return [{'image': rng.integers(0, 256, (batch_size, 72, 72, 3), np.uint8),
            'label': rng.integers(0, 10, batch_size).astype(np.int32)} for _ in range(STEPS)]
+
+
+def normalization() -> input_pipeline.Normalization:
+  rng = np.random.default_rng(1)
+  eigvecs = np.linalg.qr(rng.normal(size=(3, 3)))[0].astype(np.float32)
+  return input_pipeline.Normalization(
+      mean_image=rng.uniform(80, 160, (72, 72, 3)).astype(np.float32),
+      eigvals=np.array([900.0, 100.0, 16.0], np.float32), eigvecs=eigvecs)
 
 
 def run(config, mesh, data):
@@ -50,13 +59,17 @@ def run(config, mesh, data):
   state = train.create_train_state(jax.random.key(0), model, 67, config.optim)
   state_sharding = sharding.state_shardings(state, mesh)
   batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  step = sharding.jit(train.train_step, mesh, (state_sharding, batch_sharding, replicated),
+  # The paper's augmentation runs in the step: the same draws on every layout.
+  augment_fn = functools.partial(augment.train_inputs, crop=67)
+  step = sharding.jit(functools.partial(train.train_step, augment_fn=augment_fn), mesh,
+                      (state_sharding, batch_sharding, replicated, replicated),
                       (state_sharding, replicated))
   state = jax.device_put(state, state_sharding)
-  rng = jax.random.key(1)
-  hlo = step.lower(state, sharding.shard_batch(data[0], batch_sharding), rng).compile().as_text()
+  rng, norm = jax.random.key(1), jax.device_put(normalization(), replicated)
+  hlo = step.lower(state, sharding.shard_batch(data[0], batch_sharding), rng,
+                   norm).compile().as_text()
   for batch in data:
-    state, _ = step(state, sharding.shard_batch(batch, batch_sharding), rng)
+    state, _ = step(state, sharding.shard_batch(batch, batch_sharding), rng, norm)
   return jax.device_get(state.params), hlo
 
 

@@ -34,63 +34,52 @@ def test_image_folder_errors_are_clear(tmp_path):
     sources.ImageFolder(str(tmp_path / 'empty'))
 
 
-def test_train_batches_shapes_dtypes_ranges_and_determinism(photo_dir):
+def _fitted(src, size):
+  return [transforms.fit(transforms.decode(src[i]['image_bytes'], size), size)
+          for i in range(len(src))]
+
+
+def test_train_batches_are_the_fitted_uint8_images_shuffled_and_deterministic(photo_dir):
   src = sources.ImageFolder(photo_dir)
-  make = lambda seed: iter(input_pipeline.train_dataset(
-      src, _norm(256), batch_size=4, seed=seed, resize=256, crop=227, threads=2))
+  make = lambda seed: iter(input_pipeline.train_dataset(src, batch_size=4, seed=seed,
+                                                        resize=256, threads=2))
   a, b, c = make(0), make(0), make(1)
   batch = next(a)
-  assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.float32
+  assert batch['image'].shape == (4, 256, 256, 3) and batch['image'].dtype == np.uint8
   assert batch['label'].dtype == np.int32 and set(batch['label']) <= {0, 1, 2}
-  # Centred 0-255 pixels plus a lighting shift of a few standard deviations at most.
-  assert -100 - 10 < batch['image'].min() and batch['image'].max() < 155 + 10
   np.testing.assert_array_equal(batch['image'], next(b)['image'])
   assert not np.array_equal(batch['image'], next(c)['image'])
-  labels = np.concatenate([batch['label']] + [next(a)['label'] for _ in range(8)])
+  # Each image is one source image after the paper's offline step, with that image's label.
+  fitted = {f.tobytes(): src.labels[i] for i, f in enumerate(_fitted(src, 256))}
+  batches = [batch] + [next(a) for _ in range(8)]
+  seen = [(image.tobytes(), label) for b in batches for image, label in zip(b['image'],
+                                                                             b['label'])]
+  assert all(fitted.get(image) == label for image, label in seen)
   # An epoch (18 images = 4.5 batches) holds every image once before the next reshuffle.
-  assert sorted(labels[:16].tolist()).count(0) <= 6
+  assert len({image for image, _ in seen[:18]}) == 18
 
 
-def test_train_augmentation_is_a_crop_of_the_centred_image_flipped_and_lit(photo_dir):
+def test_eval_batches_are_the_fitted_images_in_order(photo_dir):
   src = sources.ImageFolder(photo_dir)
-  example = input_pipeline.decode_fit(src[0], 256)
-  mean = _norm(256).mean_image.astype(np.float64)
-  mean[:, :128] = 90.0
-  centred = example['image'].astype(np.float64) - mean
-  flips = 0
-  for seed in range(6):
-    norm = _norm(256)
-    norm.mean_image[:, :128] = 90.0  # not symmetric, so a reflection must move it too
-    out = input_pipeline._train_augment(example, np.random.default_rng(seed), norm=norm,
-                                        mirrored_mean=np.ascontiguousarray(
-                                            norm.mean_image[:, ::-1]),
-                                        crop=227, flip=True, lighting_std=0.1,
-                                        lighting_scale='sqrt')['image'].astype(np.float64)
-    # Some 227x227 window of the centred image, maybe mirrored, plus one RGB offset.
-    found = []
-    for flipped, view in ((False, out), (True, out[:, ::-1])):
-      shift = view[0, 0] - centred[:30, :30].reshape(-1, 3)  # candidate offsets per position
-      for pos in range(900):
-        top, left = divmod(pos, 30)
-        if np.allclose(view - shift[pos], centred[top:top + 227, left:left + 227], atol=0.01):
-          found.append((flipped, shift[pos]))
-    assert found, f'seed {seed}: output is no crop of the centred image'
-    flipped, shift = found[0]
-    flips += flipped
-    assert np.abs(shift).max() < 4 * 0.1 * 20  # sqrt(400) = 20 along the first axis
-  assert 0 < flips < 6
-
-
-def test_eval_batches_are_centre_crops_in_order(photo_dir):
-  src = sources.ImageFolder(photo_dir)
-  batches = list(input_pipeline.eval_dataset(src, _norm(256), batch_size=4, resize=256, crop=227,
-                                             threads=2))
+  batches = list(input_pipeline.eval_dataset(src, batch_size=4, resize=256, threads=2))
   assert [len(b['label']) for b in batches] == [4, 4, 4, 4, 2]
-  labels = np.concatenate([b['label'] for b in batches])
-  np.testing.assert_array_equal(labels, src.labels)
-  first = transforms.fit(transforms.decode(src[0]['image_bytes'], 256), 256)
-  np.testing.assert_allclose(batches[0]['image'][0],
-                             first[14:241, 14:241].astype(np.float32) - 100.0)
+  np.testing.assert_array_equal(np.concatenate([b['label'] for b in batches]), src.labels)
+  np.testing.assert_array_equal(np.concatenate([b['index'] for b in batches]), np.arange(18))
+  images = np.concatenate([b['image'] for b in batches])
+  assert images.dtype == np.uint8
+  np.testing.assert_array_equal(images, np.stack(_fitted(src, 256)))
+
+
+def test_eval_views_cut_on_the_host(photo_dir):
+  src = sources.ImageFolder(photo_dir)
+  first = _fitted(src, 256)[0].astype(np.float32) - 100.0
+  centre = next(iter(input_pipeline.eval_dataset(src, _norm(256), batch_size=4, resize=256,
+                                                 crop=227, threads=2)))
+  np.testing.assert_allclose(centre['image'][0], first[14:241, 14:241])
+  ten = next(iter(input_pipeline.eval_dataset(src, _norm(256), batch_size=2, resize=256,
+                                              crop=227, views='ten', threads=2)))
+  assert ten['image'].shape == (2, 10, 227, 227, 3)
+  np.testing.assert_allclose(ten['image'][0], transforms.ten_crop(first, 227))
 
 
 def test_stats_match_a_direct_computation(photo_dir):
@@ -121,9 +110,9 @@ def test_broken_files_are_skipped_counted_and_named_once(broken_dir, decoder, ca
   before = set(input_pipeline.skipped())
   caplog.set_level(logging.WARNING)
   for _ in range(2):  # a second pass names nothing again
-    batches = list(input_pipeline.eval_dataset(src, _norm(64), batch_size=3, resize=64, crop=64,
-                                               threads=2, decoder=decoder))
-    images = np.concatenate([b['image'] for b in batches]) + 100.0  # undo the mean
+    batches = list(input_pipeline.eval_dataset(src, batch_size=3, resize=64, threads=2,
+                                               decoder=decoder))
+    images = np.concatenate([b['image'] for b in batches]).astype(np.float32)
     labels = np.concatenate([b['label'] for b in batches])
     np.testing.assert_array_equal(labels, [label for _, label in BROKEN_DIR_DECODABLE])
     assert images.shape == (len(BROKEN_DIR_DECODABLE), 64, 64, 3)
@@ -146,12 +135,11 @@ def test_broken_files_are_skipped_counted_and_named_once(broken_dir, decoder, ca
 def test_training_over_broken_files_keeps_batches_full_and_labels_right(broken_dir):
   src = sources.ImageFolder(str(broken_dir))
   make_vanish(broken_dir)
-  it = iter(input_pipeline.train_dataset(src, _norm(64), batch_size=4, seed=0, resize=64,
-                                         crop=56, lighting_std=0, threads=2))
+  it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=0, resize=64, threads=2))
   for _ in range(6):  # three epochs of 8 decodable images
     batch = next(it)
-    assert batch['image'].shape == (4, 56, 56, 3) and batch['label'].shape == (4,)
-    image = batch['image'] + 100.0
+    assert batch['image'].shape == (4, 64, 64, 3) and batch['label'].shape == (4,)
+    image = batch['image'].astype(np.float32)
     colour = image[..., 0].mean((1, 2)) - image[..., 2].mean((1, 2))
     # Blue images are class 1; red, grayscale and damaged ones are class 0.
     assert np.all((colour < -100) == (batch['label'] == 1))
@@ -183,7 +171,7 @@ class _Coloured:
 
 
 def _ids(batch):
-  return (np.rint((batch['image'][:, 0, 0, 0] + 100.0) / 10)).astype(int).tolist()
+  return (np.rint(batch['image'][:, 0, 0, 0] / 10)).astype(int).tolist()
 
 
 def test_processes_read_disjoint_parts_reshuffled_each_epoch(monkeypatch):
@@ -191,8 +179,7 @@ def test_processes_read_disjoint_parts_reshuffled_each_epoch(monkeypatch):
   for process in range(3):
     monkeypatch.setattr(input_pipeline.jax, 'process_index', lambda p=process: p)
     monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 3)
-    it = iter(input_pipeline.train_dataset(src, _norm(8), batch_size=4, seed=5, resize=8, crop=8,
-                                           flip=False, lighting_std=0, threads=1))
+    it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=5, resize=8, threads=1))
     ids = sum((_ids(next(it)) for _ in range(4)), [])  # two epochs of this process's 8 images
     per_epoch[process] = ids[:8], ids[8:]
   for epoch in (0, 1):

@@ -1,5 +1,6 @@
 """The training loop on real JPEGs: learning, metrics, exact resume and checkpoint checks."""
 
+import functools
 import json
 import os
 
@@ -8,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import sharding, train
+from alexnet_jax import augment, input_pipeline, sharding, train
 from alexnet_jax.errors import CheckpointError, UserError
 from configs import demo
 from tests.conftest import small_config
@@ -150,17 +151,25 @@ def test_class_count_mismatch_is_explained(shapes_dir, tmp_path):
     train.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
+def _norm():
+  rng = np.random.default_rng(1)
+  return input_pipeline.Normalization(
+      mean_image=rng.uniform(80, 160, (72, 72, 3)).astype(np.float32),
+      eigvals=np.array([900.0, 100.0, 16.0], np.float32), eigvecs=np.eye(3, dtype=np.float32))
+
+
 def test_eval_step_ignores_padding():
   model = train.create_model(small_config('/x', '/y').model)
   state = train.create_train_state(jax.random.key(0), model, 67, small_config('/x', '/y').optim)
-  rng = np.random.default_rng(0)
-  batch = {'image': rng.normal(0, 60, (5, 67, 67, 3)).astype(np.float32),
+  rng, norm = np.random.default_rng(0), _norm()
+  batch = {'image': rng.integers(0, 256, (5, 72, 72, 3), np.uint8),
            'label': rng.integers(0, 10, 5).astype(np.int32)}
   padded = train.pad_batch(batch, 8)
   assert padded['image'].shape[0] == 8 and padded['mask'].tolist() == [1] * 5 + [0] * 3
-  out = train.eval_step(state, padded)
-  logits = np.asarray(model.apply({'params': state.params}, batch['image'], train=False),
-                      np.float64)
+  out = train.eval_step(state, padded, norm, functools.partial(augment.center_view, crop=67))
+  # The centre view by hand: the central 67x67 of the image minus the mean image's.
+  views = batch['image'][:, 2:69, 2:69].astype(np.float32) - norm.mean_image[2:69, 2:69]
+  logits = np.asarray(model.apply({'params': state.params}, views, train=False), np.float64)
   logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
       - logits.max(1, keepdims=True)
   assert float(out['count']) == 5
@@ -174,21 +183,23 @@ def test_evaluate_runs_the_agreed_number_of_batches_padding_a_short_share():
   """A process whose share of the evaluation images ends early still runs every eval step."""
   model = train.create_model(small_config('/x', '/y').model)
   state = train.create_train_state(jax.random.key(0), model, 67, small_config('/x', '/y').optim)
-  rng = np.random.default_rng(0)
-  batches = [{'image': rng.normal(0, 60, (n, 67, 67, 3)).astype(np.float32),
+  rng, norm = np.random.default_rng(0), _norm()
+  batches = [{'image': rng.integers(0, 256, (n, 72, 72, 3), np.uint8),
               'label': rng.integers(0, 10, n).astype(np.int32)} for n in (8, 3)]
   calls = []
+  step = functools.partial(train.eval_step, view_fn=functools.partial(augment.center_view,
+                                                                       crop=67))
 
-  def counting_step(state, batch):
+  def counting_step(state, batch, norm):
     calls.append(int(batch['mask'].sum()))
-    return train.eval_step(state, batch)
+    return step(state, batch, norm)
 
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ('data', 'model'))
-  metrics = train.evaluate(counting_step, state, batches, batch_size=8, crop=67, num_batches=4,
+  metrics = train.evaluate(counting_step, state, batches, norm, batch_size=8, num_batches=4,
                            batch_sharding=sharding.batch_sharding(mesh))
   assert calls == [8, 3, 0, 0]
   whole = {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label')}
-  expected = train.eval_step(state, train.pad_batch(whole, 11))
+  expected = step(state, train.pad_batch(whole, 11), norm)
   assert metrics['top1_err'] == pytest.approx(float(expected['top1_err']) / 11)
   assert metrics['loss'] == pytest.approx(float(expected['loss']) / 11, rel=1e-5)
 

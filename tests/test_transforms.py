@@ -106,3 +106,30 @@ def test_fast_decoder_gives_pillows_pixels(w, h):
                                 transforms.decode(data, 256, 'pillow'))
   assert np.abs(fast.astype(float) - slow).mean() < 3
   np.testing.assert_allclose(fast.mean((0, 1)), slow.mean((0, 1)), atol=0.5)
+
+
+def _encoded(h, w, fmt='JPEG', mode='RGB', seed=0):
+  pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
+  buf = io.BytesIO()
+  Image.fromarray(pixels).convert(mode).save(buf, format=fmt, quality=90)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize('decoder', transforms.DECODERS)
+@pytest.mark.parametrize('h, w, fmt, mode', [
+    (32, 32, 'JPEG', 'RGB'),    # already the size: decoded straight into the row
+    (24, 24, 'JPEG', 'RGB'),    # square, enlarged: resized into the row
+    (40, 56, 'JPEG', 'RGB'),    # shrunk, then the central patch copied in
+    (70, 33, 'JPEG', 'L'),      # grayscale, portrait
+    (32, 32, 'PNG', 'RGB'),     # not a JPEG: Pillow
+    (150, 140, 'JPEG', 'CMYK')  # Pillow, at a reduced DCT scale
+])
+def test_fit_into_a_row_equals_fit(decoder, h, w, fmt, mode):
+  data = _encoded(h, w, fmt, mode)
+  expected = transforms.fit(transforms.decode(data, 32, decoder), 32, decoder)
+  batch = np.full((3, 32, 32, 3), 7, np.uint8)
+  row = transforms.fit(transforms.decode(data, 32, decoder, out=batch[1]), 32, decoder,
+                       out=batch[1])
+  assert np.shares_memory(row, batch)
+  np.testing.assert_array_equal(batch[1], expected)
+  assert (batch[0] == 7).all() and (batch[2] == 7).all()  # the other rows are untouched
