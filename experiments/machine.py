@@ -46,6 +46,8 @@ def describe(devices: bool = True) -> dict:
 def one_line(info: dict) -> str:
   versions = ', '.join(f'{p} {v}' for p, v in info['versions'].items() if v != 'absent')
   device = f'{info["device_count"]} x {info["device_kind"]} ({info["platform"]})'
-  return (f'{device}; CPU {info["cpu"]}, {info["cores"]} cores, load {info["load_average"]:.1f}; '
-          f'Python {info["python"]}, {versions}; {info["date"]}')
+  load = info.get('load_average')
+  load = f', load average {load:.1f}' if load is not None else ''
+  return (f'{device}; CPU {info["cpu"]}, {info["cores"]} cores{load}; Python {info["python"]}, '
+          f'{versions}; {info["date"]}')
 
