@@ -14,11 +14,12 @@ of time is reported with its error and the report still completes:
   input       experiments/input_benchmark.py with every core as a worker, over the JPEGs and
               the packed shards
   end_to_end  step_benchmark --data: each dtype's step fed by the real input pipeline from the
-              packed shards, against the synthetic batch in the same run
+              packed shards (all cores but one), against the synthetic batch in the same run
   train       alexnet_jax.main --config=configs/imagenette.py (the paper's recipe and network,
-              10 classes) for the time that is left, sent SIGTERM at the deadline: it finishes
-              the step, writes a checkpoint and exits (one that does not within --grace seconds
-              is killed and its newest periodic checkpoint is used)
+              10 classes) for the time that is left, sent SIGTERM at the deadline, upon which
+              it finishes the step, writes a checkpoint and exits 0; a run that exits otherwise,
+              or not within --grace seconds (then killed), is reported as such and its newest
+              periodic checkpoint is evaluated
   evaluate    alexnet_jax.evaluate: centre-patch and ten-patch error of that checkpoint
 
 Imagenette (`train/` and `val/` of JPEGs) is read from --imagenette, by default
@@ -440,15 +441,16 @@ def report(out: str, *, minutes: float = 10, train_minutes: float = -1,
 
   # (c) The step fed by real input against the synthetic batch.
   data = packed if has_packed else os.path.join(imagenette_dir, 'train')
-  r = stage('end_to_end', end_to_end_command(tiny, data, workers, path('end_to_end.json')))
-  r.update(result=_read_json(path('end_to_end.json')), data=data, workers=workers)
+  feeders = max(1, workers - 1)  # as in training: one core drives the device
+  r = stage('end_to_end', end_to_end_command(tiny, data, feeders, path('end_to_end.json')))
+  r.update(result=_read_json(path('end_to_end.json')), data=data, workers=feeders)
 
   # (d) The recipe for the time that is left, stopped by SIGTERM; then its errors.
   stop_at = deadline - later('train') - (0 if tiny else 20)  # 20 s to stop after SIGTERM
   if train_minutes >= 0:
     stop_at = min(stop_at, time.monotonic() + 60 * train_minutes)
   r = stage('train', train_command(tiny, imagenette_dir, packed if has_packed else None,
-                                   max(1, workers - 1), workdir),
+                                   feeders, workdir),
             stop_at=stop_at, grace=grace_s)
   r['result'] = summary = training_summary(workdir)
   if r.get('stopped') == 'sigterm' and r['returncode'] == 0:
