@@ -1,20 +1,31 @@
-"""Train-step throughput of the paper's AlexNet: this project's JAX step against PyTorch.
+"""Train-step throughput of AlexNet: this project's JAX step against PyTorch, and against the
+device's peak.
 
-    python experiments/step_benchmark.py                 # batch 128, 5 timed runs of 5 steps
-    python experiments/step_benchmark.py --runs=7 --steps=10 --json=step.json
-    python experiments/step_benchmark.py --data=../shared/data/imagenette/train  # + end to end
+    python experiments/step_benchmark.py                 # the paper's net, batch 128, 5 x 5 steps
+    python experiments/step_benchmark.py --runs=5 --steps=10 --json=step.json
+    python experiments/step_benchmark.py --variants=split_towers,space_to_depth   # kernel variants
+    python experiments/step_benchmark.py --data=../shared/data/imagenette/train   # + end to end
+    python experiments/step_benchmark.py --config.model.width=0.25 --config.data.crop_size=99
 
-The same network (two towers as grouped convolutions, LRN by the paper's formula within each
-tower, dropout, 1000 classes, 227x227 input) and the same update rule (the learning rate inside
-the momentum buffer, weight decay on the weights) in both frameworks, on synthetic batches
-already on the device, so that only the step is timed. Contenders are timed in turn within each
-run, and the median over runs is reported, with the ratio against PyTorch eager from the same
-process. Compile time (or PyTorch's first steps) is reported separately; FLOPs per step come
-from XLA's cost analysis, memory from the compiled step (and the device's peak on a GPU).
-With --data, the float32 step also runs fed by the real input pipeline, for the end-to-end
-rate beside the synthetic one.
+The network is the config's (default: configs/default.py, the paper's: two towers as grouped
+convolutions, LRN within each tower, dropout, 1000 classes, 227x227), trained by the project's
+jitted `train_step` with the paper's update rule, on a synthetic batch already on the device so
+that only the step is timed. PyTorch runs the same layers and rule (eager and torch.compile; on
+a GPU with channels-last and bf16 autocast). Contenders are timed in turn within each run and
+the median over runs is reported beside PyTorch eager from the same process.
+
+FLOPs are counted from the layer shapes (alexnet_jax.flops: 2 per multiply-add of conv1..fc8,
+backward twice the forward less conv1's input gradient), the same on every backend; XLA's cost
+analysis leaves out the cuDNN convolutions on a GPU. The fraction of peak divides by the
+device's dense peak for the arithmetic actually used: bf16, or for float32 TF32 or full float32
+depending on jax_default_matmul_precision and the GPU (alexnet_jax.flops.float32_math).
+
+--variants flips the model's kernel switches (split_towers, space_to_depth), each combination a
+contender with the same mathematics. --data adds the step fed by the real input pipeline
+(an ImageFolder of JPEGs or a `prepare`d packed folder) for each dtype: the end-to-end rate.
 """
 
+import itertools
 import json
 import os
 import statistics
@@ -23,31 +34,59 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from absl import app, flags
+from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from alexnet_jax import input_pipeline, optim, sources, stats  # pylint: disable=g-import-not-at-top
-from alexnet_jax.model import AlexNet
-from alexnet_jax import train
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+# pylint: disable=g-import-not-at-top
+from alexnet_jax import flops, input_pipeline, optim, sources, stats, train
 from alexnet_jax.train import TrainState, train_step
+from experiments import machine
+# pylint: enable=g-import-not-at-top
 
-_BATCH = flags.DEFINE_integer('batch', 128, 'Images per step (the paper: 128).')
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', os.path.join(REPO, 'configs', 'default.py'),
+    'The network (config.model), image size (config.data) and batch (config.batch_size).')
+_BATCH = flags.DEFINE_integer('batch', None, 'Images per step (default: config.batch_size).')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per run.')
 _RUNS = flags.DEFINE_integer('runs', 5, 'Timed runs; the median is reported.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'JAX compute dtypes.')
+_VARIANTS = flags.DEFINE_list('variants', [], 'Kernel switches of the model to flip, every '
+                              'combination a contender: split_towers, space_to_depth.')
 _TORCH = flags.DEFINE_list('torch', ['eager', 'compile'], 'PyTorch modes; empty for none.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
-_DATA = flags.DEFINE_string('data', None, 'An ImageFolder of JPEGs: also time the float32 step '
-                            'fed by the real input pipeline (end to end).')
+_DATA = flags.DEFINE_string('data', None, 'An ImageFolder of JPEGs or a packed folder: also '
+                            'time each dtype\'s step fed by the real input pipeline.')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'Grain worker processes for --data.')
+_BUDGET = flags.DEFINE_float('budget_s', 0, 'Prepare no further contender after this many '
+                             'seconds (0: no limit); those left out are listed as errors.')
 
-# Dense peak throughput (FLOP/s) by device kind, for the fraction of peak on a GPU.
-_PEAK = {
-    'NVIDIA H100 80GB HBM3': {'float32': 67e12, 'bfloat16': 989e12},
-    'NVIDIA H200': {'float32': 67e12, 'bfloat16': 989e12},
-    'NVIDIA A100-SXM4-80GB': {'float32': 19.5e12, 'bfloat16': 312e12},
-}
+SWITCHES = ('split_towers', 'space_to_depth')  # AlexNet fields that change kernels, not maths
+
+
+def variants(flipped: list[str], model_config) -> list[dict]:
+  """The default switches first, then every combination with some of `flipped` inverted."""
+  unknown = set(flipped) - set(SWITCHES)
+  if unknown:
+    raise app.UsageError(f'--variants: {sorted(unknown)} are not among {SWITCHES}.')
+  out = []
+  for flips in itertools.product((False, True), repeat=len(flipped)):
+    out.append({name: bool(model_config[name]) != flip for name, flip in zip(flipped, flips)})
+  return out
+
+
+def variant_name(variant: dict, model_config) -> str:
+  return ' '.join(f'{k}={v}' for k, v in variant.items() if v != model_config[k])
+
+
+def build_model(model_config, dtype: str, variant: dict):
+  m = ml_collections.ConfigDict(model_config.to_dict())
+  m.dtype = dtype
+  m.update(variant)
+  return train.create_model(m)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,21 +94,25 @@ _PEAK = {
 # ---------------------------------------------------------------------------------------------
 
 
-def real_batches(data_dir: str, batch: int, workers: int):
-  """Training batches from JPEGs through the project's Grain pipeline, put on the device by a
-  thread two steps ahead, as train.py does."""
-  source = sources.ImageFolder(data_dir)
-  norm = stats.compute(source, 256, max_images=256, workers=workers)  # enough for a timing run
-  ds = input_pipeline.train_dataset(source, norm, batch_size=batch, seed=0, resize=256, crop=227,
-                                    workers=workers)
+def real_batches(path: str, batch: int, resize: int, crop: int, workers: int):
+  """Training batches from a packed folder or an ImageFolder through the project's Grain
+  pipeline, put on the device by a thread two steps ahead, as train.py does."""
+  if sources.packed_shards(path, 'train'):
+    source = sources.Packed(path, 'train')
+    norm = stats.load(os.path.join(path, stats.PACKED_STATS))
+    resize = norm.mean_image.shape[0]
+  else:
+    source = sources.ImageFolder(path)
+    norm = stats.compute(source, resize, max_images=256, workers=workers)  # enough for timing
+  ds = input_pipeline.train_dataset(source, norm, batch_size=batch, seed=0, resize=resize,
+                                    crop=crop, workers=workers)
   return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
 
 
-def jax_contender(dtype: str, batch: int, batches=None):
+def jax_contender(model, crop: int, classes: int, batch: int, batches=None):
   """The compiled step on one synthetic batch kept on the device, or on `batches` if given."""
-  model = AlexNet(dtype=jnp.dtype(dtype))
-  images = jax.random.normal(jax.random.key(1), (batch, 227, 227, 3), jnp.float32) * 60
-  labels = jax.random.randint(jax.random.key(2), (batch,), 0, 1000)
+  images = jax.random.normal(jax.random.key(1), (batch, crop, crop, 3), jnp.float32) * 60
+  labels = jax.random.randint(jax.random.key(2), (batch,), 0, classes)
   params = jax.jit(lambda r: model.init(r, images[:1], train=False))(jax.random.key(0))['params']
   state = TrainState.create(apply_fn=model.apply, params=params,
                             tx=optim.create(0.01, 0.9, 5e-4, False))
@@ -77,9 +120,6 @@ def jax_contender(dtype: str, batch: int, batches=None):
   start = time.perf_counter()
   compiled = jax.jit(train_step, donate_argnums=0).lower(state, data, rng).compile()
   info = {'compile_s': time.perf_counter() - start}
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  info['gflops_per_step'] = float(cost.get('flops', float('nan'))) / 1e9
   mem = compiled.memory_analysis()
   if mem is not None:
     info['compiled_memory_mb'] = (mem.argument_size_in_bytes + mem.output_size_in_bytes +
@@ -94,18 +134,18 @@ def jax_contender(dtype: str, batch: int, batches=None):
     box['state'] = s
 
   run(_WARMUP.value)
-  stats = jax.devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    info['device_peak_memory_mb'] = stats['peak_bytes_in_use'] / 2**20
+  device_stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in device_stats:
+    info['device_peak_memory_mb'] = device_stats['peak_bytes_in_use'] / 2**20
   return run, info
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch: the same network and update rule, written the way a PyTorch user would.
+# PyTorch: the same layers and update rule, written the way a PyTorch user would.
 # ---------------------------------------------------------------------------------------------
 
 
-def torch_contender(mode: str, batch: int):
+def torch_contender(mode: str, model, crop: int, batch: int):
   import torch  # pylint: disable=g-import-not-at-top
   from torch import nn  # pylint: disable=g-import-not-at-top
 
@@ -117,27 +157,37 @@ def torch_contender(mode: str, batch: int):
 
     def __init__(self):
       super().__init__()
-      self.lrn = nn.LocalResponseNorm(5, alpha=1e-4 * 5, beta=0.75, k=2.0)
+      self.lrn = nn.LocalResponseNorm(model.lrn_n, alpha=model.lrn_alpha * model.lrn_n,
+                                      beta=model.lrn_beta, k=model.lrn_k)
 
     def forward(self, x):
-      return torch.cat([self.lrn(t) for t in x.chunk(2, dim=1)], dim=1)
+      return torch.cat([self.lrn(t) for t in x.chunk(model.towers, dim=1)], dim=1)
 
-  net = nn.Sequential(
-      nn.Conv2d(3, 96, 11, 4), nn.ReLU(), TowerLRN(), nn.MaxPool2d(3, 2),
-      nn.Conv2d(96, 256, 5, 1, 2, groups=2), nn.ReLU(), TowerLRN(), nn.MaxPool2d(3, 2),
-      nn.Conv2d(256, 384, 3, 1, 1), nn.ReLU(),
-      nn.Conv2d(384, 384, 3, 1, 1, groups=2), nn.ReLU(),
-      nn.Conv2d(384, 256, 3, 1, 1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-      nn.Flatten(), nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
-      nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4096, 1000)).to(device)
+  layers = {l.name: l for l in flops.layers(model, crop)}  # the JAX model's shapes
+  modules = []
+  for name in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5'):
+    if name in layers:
+      l = layers[name]
+      modules += [nn.Conv2d(l.in_channels, l.out_channels, l.kernel, l.stride, l.padding,
+                            groups=l.groups), nn.ReLU()]
+      if name in ('conv1', 'conv2') and model.lrn:
+        modules.append(TowerLRN())
+    if name in ('conv1', 'conv2', 'conv5'):
+      modules.append(nn.MaxPool2d(model.pool_window, model.pool_stride))
+  modules.append(nn.Flatten())
+  for name in ('fc6', 'fc7', 'fc8'):
+    modules.append(nn.Linear(layers[name].in_channels, layers[name].out_channels))
+    if name != 'fc8':
+      modules += [nn.ReLU(), nn.Dropout(model.dropout_rate)]
+  net = nn.Sequential(*modules).to(device)
   memory_format = torch.channels_last if device == 'cuda' else torch.contiguous_format
   net = net.to(memory_format=memory_format)
   params = list(net.parameters())
   decayed = [p.dim() > 1 for p in params]
   velocity = [torch.zeros_like(p) for p in params]
-  images = (torch.randn(batch, 3, 227, 227, device=device) * 60).to(
+  images = (torch.randn(batch, 3, crop, crop, device=device) * 60).to(
       memory_format=memory_format)
-  labels = torch.randint(0, 1000, (batch,), device=device)
+  labels = torch.randint(0, model.num_classes, (batch,), device=device)
   loss_fn = nn.CrossEntropyLoss()
   forward = torch.compile(net) if mode == 'compile' else net
 
@@ -160,58 +210,129 @@ def torch_contender(mode: str, batch: int):
 
   start = time.perf_counter()
   run(1)
-  info = {'compile_s': time.perf_counter() - start, 'device': device}
+  info = {'compile_s': time.perf_counter() - start, 'torch_device': device,
+          'dtype': 'bfloat16' if device == 'cuda' else 'float32'}
   run(_WARMUP.value)
   if device == 'cuda':
     info['device_peak_memory_mb'] = torch.cuda.max_memory_allocated() / 2**20
   return run, info
 
 
+# ---------------------------------------------------------------------------------------------
+# The comparison.
+# ---------------------------------------------------------------------------------------------
+
+
 def main(argv):
-  del argv
-  batch = _BATCH.value
-  contenders = {}
-  for dtype in _DTYPES.value:
-    contenders[f'jax {dtype}'] = jax_contender(dtype, batch)
-  feed = real_batches(_DATA.value, batch, _WORKERS.value) if _DATA.value else None
-  if feed is not None:
-    contenders['jax float32 + input'] = jax_contender('float32', batch, feed)
-  for mode in _TORCH.value:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  m, crop = config.model, config.data.crop_size
+  batch = _BATCH.value or config.batch_size
+  reference = build_model(m, 'float32', {})
+  per_image = flops.train_flops(reference, crop)
+  device = jax.devices()[0]
+
+  contenders, errors = {}, {}
+  start = time.perf_counter()
+
+  def add(name, make, **row):
+    if _BUDGET.value and time.perf_counter() - start > _BUDGET.value:
+      errors[name] = f'not prepared: over --budget_s={_BUDGET.value:g}'
+      return
     try:
-      contenders[f'torch {mode}'] = torch_contender(mode, batch)
-    except Exception as e:  # torch missing, or torch.compile unsupported here
-      print(f'skipping torch {mode}: {type(e).__name__}: {e}'.splitlines()[0])
+      run, info = make()
+    except Exception as e:  # pylint: disable=broad-except  (a variant or torch mode may fail)
+      errors[name] = f'{type(e).__name__}: {e}'.splitlines()[0]
+      print(f'skipping {name}: {errors[name]}', flush=True)
+      return
+    contenders[name] = (run, {**row, **info})
+    print(f'ready: {name} (first step or compile {info["compile_s"]:.1f} s)', flush=True)
+
+  def add_jax(dtype, variant, batches=None):
+    label = variant_name(variant, m) if batches is None else '+ input'
+    add(f'jax {dtype} {label}'.strip(), lambda: jax_contender(
+        build_model(m, dtype, variant), crop, m.num_classes, batch, batches), framework='jax',
+        dtype=dtype, variant=variant_name(variant, m) or 'default',
+        input='synthetic' if batches is None else 'real')
+
+  # In order of importance, for --budget_s: the default kernels, the real input, PyTorch, and
+  # last the other kernel switches.
+  everything = variants(_VARIANTS.value, m)
+  for dtype in _DTYPES.value:
+    add_jax(dtype, everything[0])
+  feed = None
+  if _DATA.value:
+    feed = real_batches(_DATA.value, batch, config.data.resize_size, crop, _WORKERS.value)
+    for dtype in _DTYPES.value:
+      add_jax(dtype, everything[0], feed)
+  for mode in _TORCH.value:
+    add(f'torch {mode}', lambda mode=mode: torch_contender(mode, reference, crop, batch),
+        framework='torch', variant=mode, input='synthetic')
+  for dtype in _DTYPES.value:
+    for variant in everything[1:]:
+      add_jax(dtype, variant)
+
   rates = {name: [] for name in contenders}
   for _ in range(_RUNS.value):
     for name, (run, _) in contenders.items():
       start = time.perf_counter()
       run(_STEPS.value)
       rates[name].append(batch * _STEPS.value / (time.perf_counter() - start))
-
-  device = jax.devices()[0]
-  print(f'\nAlexNet train step, batch {batch}, {_RUNS.value} runs x {_STEPS.value} steps, '
-        f'JAX {jax.__version__} on {device.device_kind} ({jax.default_backend()})')
-  baseline = statistics.median(rates['torch eager']) if 'torch eager' in rates else None
-  results = {}
-  for name, (_, info) in contenders.items():
-    median = statistics.median(rates[name])
-    row = {'images_per_sec': median, 'runs': rates[name], **info}
-    if baseline:
-      row['vs_torch_eager'] = median / baseline
-    dtype = name.split()[-1]
-    peak = _PEAK.get(device.device_kind, {}).get(dtype)
-    if peak and 'gflops_per_step' in info:
-      row['fraction_of_peak'] = info['gflops_per_step'] * 1e9 * median / batch / peak
-    results[name] = row
-    extras = ' '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}'
-                      for k, v in row.items() if k not in ('images_per_sec', 'runs'))
-    print(f'  {name:16s} {median:9.1f} images/s  {extras}')
   if feed is not None:
     feed.close()  # stops the worker processes and frees their shared memory
+
+  medians = {name: statistics.median(r) for name, r in rates.items()}
+  baseline = medians.get('torch eager')
+  results = {}
+  for name, (_, info) in contenders.items():
+    rate = medians[name]
+    row = {'images_per_sec': rate, 'runs': rates[name], **info,
+           'gflops_per_image': per_image / 1e9, 'tflops_per_sec': per_image * rate / 1e12}
+    row.update(flops.fraction_of_peak(per_image * rate, device, row['dtype']))
+    if baseline:
+      row['vs_torch_eager'] = rate / baseline
+    same = f'jax {info.get("dtype")}'
+    if info['framework'] == 'jax' and name != same and same in medians:
+      key = 'vs_synthetic' if info['input'] == 'real' else 'vs_default'
+      row[key] = rate / medians[same]
+    results[name] = row
+
+  about = machine.describe()
+  precision = jax.config.jax_default_matmul_precision or 'default'
+  print(f'\nAlexNet train step, batch {batch}, {crop}x{crop}, {_RUNS.value} runs x '
+        f'{_STEPS.value} steps; {machine.one_line(about)}')
+  print(f'FLOPs counted from the layer shapes: {flops.forward_flops(reference, crop) / 1e9:.3f} '
+        f'GFLOP forward, {per_image / 1e9:.3f} GFLOP per trained image; float32 matmul '
+        f'precision {precision!r} -> {"/".join(map(str, flops.float32_math(device)))}')
+  print(f'{"contender":52s} {"images/s":>9s} {"vs eager":>8s} {"vs ref":>7s} {"TFLOP/s":>8s} '
+        f'{"peak":>7s} {"of peak":>8s} {"compile s":>9s}')
+  for name, r in results.items():
+    ref = r.get('vs_default', r.get('vs_synthetic'))
+    cells = [f'{r["images_per_sec"]:9.1f}', _fmt(r.get('vs_torch_eager'), '8.2fx'),
+             _fmt(ref, '7.2fx'), f'{r["tflops_per_sec"]:8.3f}', _fmt(r['peak_tflops'], '7.1f'),
+             _fmt(r['fraction_of_peak'], '8.1%'), f'{r["compile_s"]:9.1f}']
+    print(f'{name:52s} {" ".join(cells)}  [{r["math"]}]')
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
-      json.dump({'batch': batch, 'device': device.device_kind, 'jax': jax.__version__,
-                 'results': results}, f, indent=2)
+      json.dump({'batch': batch, 'crop': crop, 'runs': _RUNS.value, 'steps': _STEPS.value,
+                 'machine': about, 'device': device.device_kind, 'jax': jax.__version__,
+                 'matmul_precision': precision,
+                 'float32_math': flops.float32_math(device)[0],
+                 'gflops_per_image': per_image / 1e9,
+                 'forward_gflops_per_image': flops.forward_flops(reference, crop) / 1e9,
+                 'layer_macs': {l.name: l.macs for l in flops.layers(reference, crop)},
+                 'results': results, 'errors': errors}, f, indent=2)
+
+
+def _fmt(value, spec: str) -> str:
+  """value formatted by spec ('8.2fx': a ratio with its x), '-' where there is none."""
+  ratio = spec.endswith('x')
+  spec = spec[:-1] if ratio else spec
+  width = int(spec.split('.')[0])
+  if value is None:
+    return '-'.rjust(width)
+  return f'{value:{width - ratio}{spec[spec.index("."):]}}' + ('x' if ratio else '')
 
 
 if __name__ == '__main__':
