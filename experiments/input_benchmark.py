@@ -181,16 +181,33 @@ def stop(batches) -> None:
   time.sleep(1)
 
 
-def measure(batches, warmup, n, batch_size, shape) -> float:
-  """Images per second over n batches after warm-up; checks each batch's shape."""
+def cpu_seconds() -> float:
+  """CPU time of this process and its children so far (psutil; NaN without it)."""
+  try:
+    import psutil  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return float('nan')
+  total = 0.0
+  for p in [psutil.Process()] + psutil.Process().children(recursive=True):
+    try:
+      total += sum(p.cpu_times()[:2])
+    except psutil.Error:  # a worker that just ended
+      pass
+  return total
+
+
+def measure(batches, warmup, n, batch_size, shape) -> tuple[float, float]:
+  """Images per second over n batches after warm-up, and images per CPU-second the loader's
+  processes used meanwhile (a per-core rate that other programs' load barely moves); checks
+  each batch's shape."""
   for _ in range(warmup):
     next(batches)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), cpu_seconds()
   for _ in range(n):
     batch = next(batches)
     image = batch['image'] if isinstance(batch, dict) else batch[0]
     assert tuple(image.shape) == (batch_size,) + shape, image.shape
-  return n * batch_size / (time.perf_counter() - start)
+  return n * batch_size / (time.perf_counter() - start), n * batch_size / (cpu_seconds() - cpu)
 
 
 def device_augment_cost(norm, batch_size: int, runs: int = 7, calls: int = 5) -> dict:
@@ -260,6 +277,7 @@ def main(argv):
   threads = max(1, cores // max(1, workers)) if workers else cores
   loaders = FLAGS.loaders
   results = {name: [] for name in loaders}
+  per_cpu_second = {name: [] for name in loaders}
   baseline_name, loads = 'baseline', []
   for _ in range(FLAGS.repeats):
     loads.append(os.getloadavg()[0])
@@ -276,9 +294,12 @@ def main(argv):
       else:
         src = packed if name == 'uint8-packed' else folder
         batches, shape = uint8_batches(src, bs, workers, threads), (RESIZE, RESIZE, 3)
-      results[name].append(measure(batches, FLAGS.warmup, FLAGS.batches, bs, shape))
+      rate, per_cpu = measure(batches, FLAGS.warmup, FLAGS.batches, bs, shape)
+      results[name].append(rate)
+      per_cpu_second[name].append(per_cpu)
       stop(batches)
-      print(f'  {name}: {results[name][-1] / cores:.0f} img/s per core', flush=True)
+      print(f'  {name}: {rate / cores:.0f} img/s per core, {per_cpu:.0f} per CPU-second',
+            flush=True)
   loads.append(os.getloadavg()[0])
 
   versions = {p: _version(p) for p in ('jax', 'grain', 'pillow', 'simplejpeg',
@@ -289,7 +310,8 @@ def main(argv):
   print(f'{len(folder)} JPEGs from {FLAGS.data}; {cores} cores per loader (uint8: {workers} '
         f'worker processes, {threads} threads each); batch {bs}, {FLAGS.batches} batches per '
         f'run after {FLAGS.warmup} warm-up, median of {FLAGS.repeats} runs\n')
-  print(f'{"loader":28s} {"img/s per core":>15s} {"vs baseline (same run)":>23s}')
+  print(f'{"loader":28s} {"img/s per core":>15s} {"vs baseline (same run)":>23s} '
+        f'{"img per CPU-second":>19s}')
   rows = []
   for name in loaders:
     per_core = statistics.median(results[name]) / cores
@@ -297,9 +319,12 @@ def main(argv):
     if 'baseline' in results:  # the median of the ratios within each repeat
       ratio = float(statistics.median(np.divide(results[name], results['baseline'])))
     label = baseline_name if name == 'baseline' else name
+    per_cpu = statistics.median(per_cpu_second[name])
     rows.append({'loader': name, 'description': label, 'images_per_sec_per_core': per_core,
-                 'vs_baseline': ratio, 'per_run_images_per_sec': results[name]})
-    print(f'{label:28s} {per_core:15.0f} {f"{ratio:.2f}x" if ratio else "-":>23s}')
+                 'vs_baseline': ratio, 'images_per_cpu_second': per_cpu,
+                 'per_run_images_per_sec': results[name]})
+    print(f'{label:28s} {per_core:15.0f} {f"{ratio:.2f}x" if ratio else "-":>23s} '
+          f'{per_cpu:19.0f}')
   cost = device_augment_cost(norm, bs)
   print(f'\nDevice-side augmentation on {cost["backend"]}, batch {bs} uint8 {RESIZE}x{RESIZE}: '
         f'train_inputs {cost["train_inputs_ms_per_batch"]:.1f} ms, ten_views '

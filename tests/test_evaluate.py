@@ -119,7 +119,7 @@ def _record_decoder(workdir, decoder):
 @pytest.mark.skipif(not transforms.FAST_DECODER, reason='both decoders are Pillow here')
 def test_evaluation_decodes_as_training_did_unless_told_otherwise(trained_workdir, tmp_path):
   original = checkpointing.load(trained_workdir)
-  assert original.decoder is None  # not recorded: the config's data.decoder, 'auto'
+  assert original.decoder == 'simplejpeg+opencv'  # what training recorded: 'auto' resolved here
   pillow = evaluate.probabilities(original, 'center', 8, ['data.decoder=pillow'])[0]
   fast = evaluate.probabilities(original, 'center', 8)[0]
   assert not np.array_equal(pillow, fast)  # the decoders' pixels differ a little

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import augment, input_pipeline, sharding, train
+from alexnet_jax import augment, input_pipeline, optim, sharding, train
 from alexnet_jax.errors import CheckpointError, UserError
 from configs import demo
 from tests.conftest import small_config
@@ -214,3 +214,28 @@ def test_demo_config_learns(tmp_path):
   assert final['val']['top1_err'] <= 0.3
   steps = [int(d) for d in os.listdir(tmp_path / 'run' / 'checkpoints') if d.isdigit()]
   assert max(steps) == 25 * (3000 // 64)
+
+
+def test_resume_rule_for_a_changed_base_lr(caplog):
+  """Every policy continues from the config's base rate with the drops already made."""
+  o = small_config('/x', '/y').optim
+  o.base_lr, o.lr_factor = 0.001, 0.1
+  saved = optim.PlateauState(lr=0.01 * 0.1 ** 2, best_err=0.4, evals_since_best=1, drops=2)
+  with caplog.at_level('WARNING'):
+    policy = train.resumed_policy(saved, 0.01, o)
+  assert policy.lr == pytest.approx(0.001 * 0.01)
+  assert (policy.best_err, policy.evals_since_best, policy.drops) == (0.4, 1, 2)
+  assert 'optim.base_lr is 0.001, the checkpoint was trained with 0.01' in caplog.text
+  assert train.resumed_policy(saved, 0.001, o).lr == pytest.approx(0.001 * 0.01)
+
+
+def test_speed_switches_may_change_on_resume(shapes_dir, tmp_path):
+  """split_towers and space_to_depth compute the same maths on the same parameters."""
+  config = small_config(shapes_dir, str(tmp_path / 'cache'))
+  config.num_train_steps = 3
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.model.split_towers = config.model.space_to_depth = False
+  config.num_train_steps = 6
+  final = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert np.isfinite(final['train']['loss'])
+  assert [r['step'] for r in _records(tmp_path / 'run', 'train')] == [2, 3, 4, 6]
