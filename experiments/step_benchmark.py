@@ -25,6 +25,7 @@ contender with the same mathematics. --data adds the step fed by the real input 
 (an ImageFolder of JPEGs or a `prepare`d packed folder) for each dtype: the end-to-end rate.
 """
 
+import functools
 import itertools
 import json
 import os
@@ -35,13 +36,14 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import flops, input_pipeline, optim, sources, stats, train
+from alexnet_jax import augment, flops, input_pipeline, optim, sources, stats, train
 from alexnet_jax.train import TrainState, train_step
 from experiments import machine
 # pylint: enable=g-import-not-at-top
@@ -94,9 +96,9 @@ def build_model(model_config, dtype: str, variant: dict):
 # ---------------------------------------------------------------------------------------------
 
 
-def real_batches(path: str, batch: int, resize: int, crop: int, workers: int):
-  """Training batches from a packed folder or an ImageFolder through the project's Grain
-  pipeline, put on the device by a thread two steps ahead, as train.py does."""
+def real_batches(path: str, batch: int, resize: int, workers: int):
+  """(training batches, statistics) from a packed folder or an ImageFolder through the project's
+  Grain pipeline, put on the device by a thread two steps ahead, as train.py does."""
   if sources.packed_shards(path, 'train'):
     source = sources.Packed(path, 'train')
     norm = stats.load(os.path.join(path, stats.PACKED_STATS))
@@ -104,21 +106,33 @@ def real_batches(path: str, batch: int, resize: int, crop: int, workers: int):
   else:
     source = sources.ImageFolder(path)
     norm = stats.compute(source, resize, max_images=256, workers=workers)  # enough for timing
-  ds = input_pipeline.train_dataset(source, norm, batch_size=batch, seed=0, resize=resize,
-                                    crop=crop, workers=workers)
-  return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  ds = input_pipeline.train_dataset(source, batch_size=batch, seed=0, resize=resize,
+                                    workers=workers, threads=os.cpu_count() or 1)
+  return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0])), norm
 
 
-def jax_contender(model, crop: int, classes: int, batch: int, batches=None):
-  """The compiled step on one synthetic batch kept on the device, or on `batches` if given."""
-  images = jax.random.normal(jax.random.key(1), (batch, crop, crop, 3), jnp.float32) * 60
+def synthetic_norm(resize: int) -> input_pipeline.Normalization:
+  """Statistics of natural-image magnitude, for a step timed on synthetic images."""
+  return input_pipeline.Normalization(
+      mean_image=np.full((resize, resize, 3), 115.0, np.float32),
+      eigvals=np.array([4000.0, 300.0, 50.0], np.float32), eigvecs=np.eye(3, dtype=np.float32))
+
+
+def jax_contender(model, crop: int, classes: int, batch: int, resize: int, norm,
+                  batches=None):
+  """The compiled step, the device-side augmentation included, on one synthetic uint8 batch
+  kept on the device, or on `batches` if given."""
+  images = jax.random.randint(jax.random.key(1), (batch, resize, resize, 3), 0, 256, jnp.uint8)
   labels = jax.random.randint(jax.random.key(2), (batch,), 0, classes)
-  params = jax.jit(lambda r: model.init(r, images[:1], train=False))(jax.random.key(0))['params']
+  params = jax.jit(lambda r: model.init(r, jnp.zeros((1, crop, crop, 3)), train=False))(
+      jax.random.key(0))['params']
   state = TrainState.create(apply_fn=model.apply, params=params,
                             tx=optim.create(0.01, 0.9, 5e-4, False))
-  data, rng = {'image': images, 'label': labels}, jax.random.key(3)
+  data, rng, norm = {'image': images, 'label': labels}, jax.random.key(3), jax.device_put(norm)
+  step = functools.partial(train_step, augment_fn=functools.partial(
+      augment.train_inputs, crop=crop, dtype=model.dtype))
   start = time.perf_counter()
-  compiled = jax.jit(train_step, donate_argnums=0).lower(state, data, rng).compile()
+  compiled = jax.jit(step, donate_argnums=0).lower(state, data, rng, norm).compile()
   info = {'compile_s': time.perf_counter() - start}
   mem = compiled.memory_analysis()
   if mem is not None:
@@ -129,7 +143,7 @@ def jax_contender(model, crop: int, classes: int, batch: int, batches=None):
   def run(steps):
     s = box['state']
     for _ in range(steps):
-      s, metrics = compiled(s, data if batches is None else next(batches), rng)
+      s, metrics = compiled(s, data if batches is None else next(batches), rng, norm)
     jax.block_until_ready(metrics['loss'])
     box['state'] = s
 
@@ -249,10 +263,14 @@ def main(argv):
     contenders[name] = (run, {**row, **info})
     print(f'ready: {name} (first step or compile {info["compile_s"]:.1f} s)', flush=True)
 
+  resize = config.data.resize_size
+  norm = synthetic_norm(resize)
+
   def add_jax(dtype, variant, batches=None):
     label = variant_name(variant, m) if batches is None else '+ input'
     add(f'jax {dtype} {label}'.strip(), lambda: jax_contender(
-        build_model(m, dtype, variant), crop, m.num_classes, batch, batches), framework='jax',
+        build_model(m, dtype, variant), crop, m.num_classes, batch, resize, norm, batches),
+        framework='jax',
         dtype=dtype, variant=variant_name(variant, m) or 'default',
         input='synthetic' if batches is None else 'real')
 
@@ -263,7 +281,8 @@ def main(argv):
     add_jax(dtype, everything[0])
   feed = None
   if _DATA.value:
-    feed = real_batches(_DATA.value, batch, config.data.resize_size, crop, _WORKERS.value)
+    feed, norm = real_batches(_DATA.value, batch, resize, _WORKERS.value)
+    resize = norm.mean_image.shape[0]
     for dtype in _DTYPES.value:
       add_jax(dtype, everything[0], feed)
   for mode in _TORCH.value:
