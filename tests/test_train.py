@@ -59,9 +59,12 @@ def test_a_step_descends_on_its_batch():
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(0, 60, (8, 67, 67, 3)).astype(np.float32),
            'label': rng.integers(0, 10, 8).astype(np.int32)}
-  loss = lambda s: float(train.eval_step(s, train.pad_batch(batch, 8))['loss'])
+  # The network's input as it is: no augmentation, no test view.
+  loss = lambda s: float(train.eval_step(s, train.pad_batch(batch, 8), None,
+                                         view_fn=lambda x, norm: x)['loss'])
   before = loss(state)
-  after, metrics = jax.jit(train.train_step)(state, batch, jax.random.key(1))
+  step = functools.partial(train.train_step, norm=None, augment_fn=lambda x, norm, rng: x)
+  after, metrics = jax.jit(step)(state, batch, jax.random.key(1))
   assert bool(metrics['finite']) and float(metrics['loss']) == pytest.approx(before / 8, rel=1e-5)
   assert loss(after) < before
 
