@@ -28,7 +28,6 @@ The packed shards are written first if --packed does not hold them yet. Results:
 
 import functools
 import gc
-import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -46,6 +45,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from alexnet_jax import augment, input_pipeline, prepare, sources, stats, transforms  # noqa: E402
 from configs import default  # noqa: E402
+from experiments import machine  # noqa: E402
 
 flags.DEFINE_string('data', '../shared/data/imagenette/train', 'An ImageFolder of JPEGs.')
 flags.DEFINE_string('packed', '/tmp/imagenette_packed', 'Packed shards of --data (made if absent).')
@@ -302,9 +302,9 @@ def main(argv):
             flush=True)
   loads.append(os.getloadavg()[0])
 
-  versions = {p: _version(p) for p in ('jax', 'grain', 'pillow', 'simplejpeg',
+  versions = {p: machine.version(p) for p in ('jax', 'grain', 'pillow', 'simplejpeg',
                                        'opencv-python-headless', 'torch', 'numpy')}
-  print(f'\nmachine: {_cpu()}, {os.cpu_count()} cores; python {platform.python_version()}; '
+  print(f'\nmachine: {machine.cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}; '
         f'{", ".join(f"{k} {v}" for k, v in versions.items())}; fast decoder in use: '
         f'{transforms.FAST_DECODER}; load average {min(loads):.1f}-{max(loads):.1f}')
   print(f'{len(folder)} JPEGs from {FLAGS.data}; {cores} cores per loader (uint8: {workers} '
@@ -331,28 +331,13 @@ def main(argv):
         f'{cost["ten_views_ms_per_batch"]:.1f} ms per batch')
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
-      json.dump({'rows': rows, 'device_augment': cost, 'cpu': _cpu(), 'cores': cores,
+      json.dump({'rows': rows, 'device_augment': cost, 'cpu': machine.cpu_model(), 'cores': cores,
                  'uint8_workers': workers, 'uint8_threads': threads, 'versions': versions,
                  'python': platform.python_version(), 'load_average': loads,
                  'command': ' '.join(sys.argv), 'batches': FLAGS.batches,
                  'repeats': FLAGS.repeats}, f, indent=1)
   if FLAGS.decoders:
     decoder_table(folder)
-
-
-def _version(package: str) -> str:
-  try:
-    return importlib.metadata.version(package)
-  except importlib.metadata.PackageNotFoundError:
-    return 'absent'
-
-
-def _cpu() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return platform.machine()
 
 
 if __name__ == '__main__':
