@@ -303,8 +303,9 @@ def main(argv):
   loads.append(os.getloadavg()[0])
 
   versions = {p: machine.version(p) for p in ('jax', 'grain', 'pillow', 'simplejpeg',
-                                       'opencv-python-headless', 'torch', 'numpy')}
-  print(f'\nmachine: {machine.cpu_model()}, {os.cpu_count()} cores; python {platform.python_version()}; '
+                                              'opencv-python-headless', 'torch', 'numpy')}
+  cpu = machine.cpu_model()
+  print(f'\nmachine: {cpu}, {os.cpu_count()} cores; python {platform.python_version()}; '
         f'{", ".join(f"{k} {v}" for k, v in versions.items())}; fast decoder in use: '
         f'{transforms.FAST_DECODER}; load average {min(loads):.1f}-{max(loads):.1f}')
   print(f'{len(folder)} JPEGs from {FLAGS.data}; {cores} cores per loader (uint8: {workers} '
@@ -331,7 +332,7 @@ def main(argv):
         f'{cost["ten_views_ms_per_batch"]:.1f} ms per batch')
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
-      json.dump({'rows': rows, 'device_augment': cost, 'cpu': machine.cpu_model(), 'cores': cores,
+      json.dump({'rows': rows, 'device_augment': cost, 'cpu': cpu, 'cores': cores,
                  'uint8_workers': workers, 'uint8_threads': threads, 'versions': versions,
                  'python': platform.python_version(), 'load_average': loads,
                  'command': ' '.join(sys.argv), 'batches': FLAGS.batches,
