@@ -8,12 +8,13 @@ The paper's layout (PAPER.md, "Two towers") implies these collectives in one tra
   forward   all-gathers of the towers' maps or units into conv3, fc6, fc7 and fc8 (4);
             fc8's classes are split, so the softmax's max and sum are all-reduced (2) and the
             logits are gathered for the top-k error metrics (1; with data > 1 a second one
-            gathers them over the batch);
+            gathers them over the batch); the check that the new parameters are finite
+            combines the towers' halves (1 all-reduce);
   backward  the gradients into conv3's, fc6's, fc7's and fc8's inputs are sums over both
             towers: all-reduces (4; XLA fuses conv3's with the label logit of the loss);
   data > 1  one combined all-reduce over `data` of every gradient (and the metrics).
 conv1, conv2, LRN, conv4 and conv5 need none: each tower's maps stay on its device. So 1 x 2
-compiles to 5 all-gathers and 6 all-reduces, 2 x 2 to 6 and 7; the data-parallel layouts
+compiles to 5 all-gathers and 7 all-reduces, 2 x 2 to 6 and 8; the data-parallel layouts
 (2 x 1, 4 x 1) to the gradient all-reduce and the metrics' all-gather alone.
 """
 
@@ -54,6 +55,11 @@ def _sharded_steps(devices: int, *layouts: str) -> dict:
   return {r['layout']: r for r in runs}
 
 
+# Under pytest-xdist (the README's test command), the tests that share this module's expensive
+# fixture run on one worker, which computes it once.
+_SHARED_LAYOUTS = pytest.mark.xdist_group('sharding_layouts')
+
+
 @pytest.fixture(scope='module')
 def layouts():
   """Towers (1x2), data-parallel (2x1) on 2 devices; both (2x2), data-parallel (4x1) on 4."""
@@ -87,24 +93,29 @@ def _assert_tower_pattern(collectives, data_parallel: bool):
     assert _count(tower, 'all-gather', False, layer) == 1, layer  # into the layer
     assert _count(tower, 'all-reduce', True, layer) == 1, layer   # its input's gradient
   loss = [c for c in tower if not _layers(c) and not c['from'].endswith('top_k')]
-  assert sorted(c['from'].rsplit('/', 1)[-1] for c in loss) == ['reduce_max', 'reduce_sum']
+  # The softmax's max and sum over fc8's split classes, and the finite check of the new state.
+  assert sorted(c['from'].rsplit('/', 1)[-1] for c in loss) == [
+      'reduce_and', 'reduce_max', 'reduce_sum']
   metrics = [c for c in tower if c['from'].endswith('top_k')]
   assert all(c['op'] == 'all-gather' for c in metrics)
   assert len(metrics) == 1 + int(data_parallel)
   assert ops.count('all-gather') == 4 + len(metrics)
-  assert ops.count('all-reduce') == 2 + 4 + int(data_parallel)
+  assert ops.count('all-reduce') == 3 + 4 + int(data_parallel)
   if data_parallel:  # the gradient sum runs over `data`, the tower traffic over `model`
     assert grad_sum[0]['groups'] != tower[0]['groups']
 
 
+@_SHARED_LAYOUTS
 def test_tower_layout_communicates_only_into_conv3_and_the_fc_layers(layouts):
   _assert_tower_pattern(layouts['1x2']['collectives'], data_parallel=False)
 
 
+@_SHARED_LAYOUTS
 def test_towers_and_data_parallel_2x2(layouts):
   _assert_tower_pattern(layouts['2x2']['collectives'], data_parallel=True)
 
 
+@_SHARED_LAYOUTS
 @pytest.mark.parametrize('layout', ['2x1', '4x1'])
 def test_data_parallel_layout_only_sums_gradients(layouts, layout):
   collectives = layouts[layout]['collectives']
@@ -114,6 +125,7 @@ def test_data_parallel_layout_only_sums_gradients(layouts, layout):
   assert all(c['from'].endswith('top_k') for c in collectives if c not in grad_sum)
 
 
+@_SHARED_LAYOUTS
 @pytest.mark.parametrize('layout', ['1x2', '2x1', '2x2', '4x1'])
 def test_sharded_steps_equal_single_device_steps(layouts, layout):
   run = layouts[layout]
