@@ -1,7 +1,22 @@
 """Shared fixtures: small ImageFolder trees of real JPEG files, written into a temp folder."""
 
+import atexit
 import io
 import os
+import shutil
+import tempfile
+
+# One XLA compilation cache for the whole session and every process it starts. Most tests train
+# or evaluate the same small networks, and on a CPU compiling them is most of a test's time. It is
+# set before jax is imported, in the environment, so pytest-xdist's workers (started by this
+# process) and the training runs the tests start as subprocesses all share it. The file lock
+# (filelock, in the test extra) keeps a process from reading an entry another is writing.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='alexnet_jax_tests_xla_')
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+  os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(16 << 30))
 
 import ml_collections
 import numpy as np
