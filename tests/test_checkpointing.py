@@ -46,7 +46,7 @@ _SHARED_SYNTHETIC_RUN = pytest.mark.xdist_group('checkpointing_synthetic_run')
 _SHARED_TWO_DEVICE_RUN = pytest.mark.xdist_group('checkpointing_two_device_run')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')  # once per worker, not again after another module
 def synthetic_run(tmp_path_factory):
   """Checkpoints at steps 1, 2 and 3 of a small state; at step s the iterator yields 10 s next."""
   workdir = str(tmp_path_factory.mktemp('synthetic') / 'run')
@@ -243,7 +243,7 @@ train.train_and_evaluate(config, sys.argv[3])
 '''
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')  # once per worker, not again after another module
 def two_device_run(shapes_dir, tmp_path_factory):
   """(workdir, log) of the tiny run trained with one tower on each of two devices."""
   root = tmp_path_factory.mktemp('two_devices')

@@ -17,6 +17,16 @@ PAPER_SHAPES = {
 }
 
 
+def _init(model, x, seed: int):
+  """Parameters initialized under jit: run op by op, XLA:CPU would compile every primitive."""
+  return jax.jit(model.init, static_argnames='train')(jax.random.key(seed), x, train=False)[
+      'params']
+
+
+def _apply(model, params, x, **kwargs):
+  return jax.jit(model.apply, static_argnames='train')({'params': params}, x, **kwargs)
+
+
 def _shapes(model, size):
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
                                                 train=False))
@@ -88,10 +98,10 @@ def test_lrn_alpha_multiplies_the_plain_sum():
 def test_full_size_logits_match_an_independent_numpy_network(split, s2d):
   model = AlexNet(split_towers=split, space_to_depth=s2d)
   images = np.random.default_rng(1).normal(0, 60, size=(2, 227, 227, 3)).astype(np.float32)
-  params = model.init(jax.random.key(3), images[:1], train=False)['params']
+  params = _init(model, images[:1], 3)
   # Larger weights than the paper's 0.01 so that every layer's signal matters in the logits.
   params = jax.tree.map(lambda p: p * 3.0, params)
-  got = np.asarray(model.apply({'params': params}, images, train=False))
+  got = np.asarray(_apply(model, params, images, train=False))
   expected = numpy_alexnet.forward(jax.device_get(params), images)
   np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
@@ -101,9 +111,9 @@ def test_variant_logits_match_numpy(towers, padding, size):
   model = AlexNet(num_classes=7, towers=towers, width=0.25, conv1_padding=padding,
                   activation='tanh')
   images = np.random.default_rng(2).normal(0, 60, size=(3, size, size, 3)).astype(np.float32)
-  params = model.init(jax.random.key(0), images[:1], train=False)['params']
+  params = _init(model, images[:1], 0)
   params = jax.tree.map(lambda p: p * 5.0, params)
-  got = np.asarray(model.apply({'params': params}, images, train=False))
+  got = np.asarray(_apply(model, params, images, train=False))
   expected = numpy_alexnet.forward(jax.device_get(params), images, conv1_padding=padding,
                                    towers=towers, act=np.tanh)
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
@@ -126,10 +136,10 @@ def test_variants_are_fields_of_one_module():
 def test_dropout_only_in_training():
   model = AlexNet(num_classes=10, width=0.125)
   x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (2, 67, 67, 3)), jnp.float32)
-  params = model.init(jax.random.key(0), x, train=False)['params']
+  params = _init(model, x, 0)
   params = jax.tree.map(lambda p: p * 5.0, params)
-  apply = lambda train, seed: model.apply({'params': params}, x, train=train,
-                                          rngs={'dropout': jax.random.key(seed)})
+  apply = lambda train, seed: _apply(model, params, x, train=train,
+                                     rngs={'dropout': jax.random.key(seed)})
   np.testing.assert_array_equal(apply(False, 0), apply(False, 1))
   assert not np.allclose(apply(True, 0), apply(True, 1))
 
@@ -138,11 +148,11 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (2, 67, 67, 3)), jnp.float32)
   f32 = AlexNet(num_classes=10, width=0.25)
   bf16 = AlexNet(num_classes=10, width=0.25, dtype=jnp.bfloat16)
-  params = bf16.init(jax.random.key(0), x, train=False)['params']
+  params = _init(bf16, x, 0)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   params = jax.tree.map(lambda p: p * 5.0, params)
-  a = f32.apply({'params': params}, x, train=False)
-  b = bf16.apply({'params': params}, x, train=False)
+  a = _apply(f32, params, x, train=False)
+  b = _apply(bf16, params, x, train=False)
   assert b.dtype == jnp.float32
   np.testing.assert_allclose(b, a, rtol=0.05, atol=0.05 * float(jnp.abs(a).max()))
 
@@ -177,7 +187,7 @@ def test_removing_a_middle_conv_layer_matches_numpy(removed):
   """Section 7's ablation: the layer's conv, ReLU and LRN go, its pooling stays."""
   model = AlexNet(num_classes=5, width=0.25, skip_convs=(removed,))
   images = np.random.default_rng(3).normal(0, 60, size=(2, 99, 99, 3)).astype(np.float32)
-  params = model.init(jax.random.key(1), images[:1], train=False)['params']
+  params = _init(model, images[:1], 1)
   assert f'conv{removed}' not in params and len(params) == 7
   p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
   relu = lambda v: np.maximum(v, 0)
@@ -198,7 +208,7 @@ def test_removing_a_middle_conv_layer_matches_numpy(removed):
   for name in ('fc6', 'fc7'):
     x = relu(x @ p[name]['kernel'] + p[name]['bias'])
   expected = x @ p['fc8']['kernel'] + p['fc8']['bias']
-  got = np.asarray(model.apply({'params': params}, images, train=False))
+  got = np.asarray(_apply(model, params, images, train=False))
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
 
@@ -207,7 +217,7 @@ def test_cifar_cnn_matches_numpy(activation, lrn):
   """The four-layer CIFAR-10 net of Figure 1: conv-pool[-LRN] x2, conv-pool, fc."""
   model = CifarCNN(activation=activation, lrn=lrn)
   images = np.random.default_rng(4).normal(0, 60, size=(2, 32, 32, 3)).astype(np.float32)
-  params = model.init(jax.random.key(2), images[:1], train=False)['params']
+  params = _init(model, images[:1], 2)
   assert list(params) == ['conv1', 'conv2', 'conv3', 'fc4']
   assert params['conv2']['kernel'].shape == (5, 5, 32, 32)
   p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
@@ -221,5 +231,5 @@ def test_cifar_cnn_matches_numpy(activation, lrn):
                                                    1, 2)))
   assert x.shape[1:] == (3, 3, 64)
   expected = x.reshape(2, -1) @ p['fc4']['kernel'] + p['fc4']['bias']
-  got = np.asarray(model.apply({'params': params}, images, train=False))
+  got = np.asarray(_apply(model, params, images, train=False))
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())

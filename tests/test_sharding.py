@@ -60,7 +60,7 @@ def _sharded_steps(devices: int, *layouts: str) -> dict:
 _SHARED_LAYOUTS = pytest.mark.xdist_group('sharding_layouts')
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope='session')  # once per worker, not again after another module
 def layouts():
   """Towers (1x2), data-parallel (2x1) on 2 devices; both (2x2), data-parallel (4x1) on 4."""
   return _sharded_steps(4, '1x2', '2x1', '2x2', '4x1')

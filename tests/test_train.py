@@ -60,8 +60,8 @@ def test_a_step_descends_on_its_batch():
   batch = {'image': rng.normal(0, 60, (8, 67, 67, 3)).astype(np.float32),
            'label': rng.integers(0, 10, 8).astype(np.int32)}
   # The network's input as it is: no augmentation, no test view.
-  loss = lambda s: float(train.eval_step(s, train.pad_batch(batch, 8), None,
-                                         view_fn=lambda x, norm: x)['loss'])
+  eval_step = jax.jit(functools.partial(train.eval_step, view_fn=lambda x, norm: x))
+  loss = lambda s: float(eval_step(s, train.pad_batch(batch, 8), None)['loss'])
   before = loss(state)
   step = functools.partial(train.train_step, norm=None, augment_fn=lambda x, norm, rng: x)
   after, metrics = jax.jit(step)(state, batch, jax.random.key(1))
@@ -169,7 +169,8 @@ def test_eval_step_ignores_padding():
            'label': rng.integers(0, 10, 5).astype(np.int32)}
   padded = train.pad_batch(batch, 8)
   assert padded['image'].shape[0] == 8 and padded['mask'].tolist() == [1] * 5 + [0] * 3
-  out = train.eval_step(state, padded, norm, functools.partial(augment.center_view, crop=67))
+  out = jax.jit(train.eval_step, static_argnums=3)(
+      state, padded, norm, functools.partial(augment.center_view, crop=67))
   # The centre view by hand: the central 67x67 of the image minus the mean image's.
   views = batch['image'][:, 2:69, 2:69].astype(np.float32) - norm.mean_image[2:69, 2:69]
   logits = np.asarray(model.apply({'params': state.params}, views, train=False), np.float64)
@@ -190,8 +191,8 @@ def test_evaluate_runs_the_agreed_number_of_batches_padding_a_short_share():
   batches = [{'image': rng.integers(0, 256, (n, 72, 72, 3), np.uint8),
               'label': rng.integers(0, 10, n).astype(np.int32)} for n in (8, 3)]
   calls = []
-  step = functools.partial(train.eval_step, view_fn=functools.partial(augment.center_view,
-                                                                       crop=67))
+  step = jax.jit(functools.partial(train.eval_step, view_fn=functools.partial(augment.center_view,
+                                                                               crop=67)))
 
   def counting_step(state, batch, norm):
     calls.append(int(batch['mask'].sum()))
