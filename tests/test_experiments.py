@@ -1,10 +1,13 @@
 """The experiment tools as a newcomer runs them: a sweep, the figures, the curves."""
 
 import csv
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from experiments import curves, figure1, figure3, figure4, sweep, sweeps
@@ -58,6 +61,25 @@ def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
   assert os.path.getmtime(tmp_path / 'runs' / 'baseline' / 'metrics.jsonl') == mtime
 
 
+def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys):
+  small = sweeps.Sweep('test', 'configs/demo.py', {'baseline': {}, 'no_lrn': {'model.lrn': False}})
+  for name, overrides in (('baseline', {'num_epochs': '2'}),
+                          ('no_lrn', {'num_epochs': '2', 'model.lrn': False})):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / 'run.json').write_text(json.dumps(
+        {'name': name, 'base': 'configs/demo.py', 'overrides': overrides, 'returncode': 0,
+         'wall_s': 1.0}))
+  with pytest.raises(SystemExit, match=r'baseline: num_epochs=2 against 3; no_lrn: num_epochs=2 '
+                     r'against 3\. Give another --root'):
+    sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '3'})
+  with pytest.raises(SystemExit, match='baseline: base configs/demo.py against configs/paper.py'):
+    sweep.run_sweep(small, str(tmp_path), base='configs/paper.py', common={'num_epochs': '2'},
+                    only=['baseline'], gather_only=True)
+  # The same settings find the runs finished: nothing is trained again.
+  rows = sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '2'})
+  assert [r['run'] for r in rows] == ['baseline', 'no_lrn'] and 'error' not in capsys.readouterr().err
+
+
 def test_sweep_command_line_rejects_unknown_runs(tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--sweep=lrn',
                          f'--root={tmp_path}', '--only=nonsense'], cwd=REPO,
@@ -75,6 +97,17 @@ def test_figures_and_curves_from_a_checkpoint(trained_workdir, tmp_path):
   assert _is_png(figure4.draw(trained_workdir, str(tmp_path / 'f4.png'), queries=2, k=3))
   assert _is_png(curves.draw([trained_workdir, trained_workdir], str(tmp_path / 'c.png'),
                              labels=['a', 'b']))
+
+
+def test_figure_scripts_write_beside_the_run_not_over_the_committed_figures(trained_workdir,
+                                                                          tmp_path):
+  workdir = shutil.copytree(trained_workdir, tmp_path / 'run')
+  committed = os.path.join(REPO, 'experiments', 'figures', 'figure3.png')
+  before = os.path.getmtime(committed)
+  proc = subprocess.run([sys.executable, '-m', 'experiments.figure3', f'--workdir={workdir}'],
+                        cwd=REPO, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _is_png(workdir / 'figure3.png') and os.path.getmtime(committed) == before
 
 
 def test_figure1_reads_the_epoch_a_target_is_reached():
