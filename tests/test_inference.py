@@ -61,6 +61,19 @@ def test_predict_ranks_classes_by_the_networks_softmax(trained_workdir, shapes_d
   assert ten.ids.shape == (2, 1)
 
 
+def test_predict_refuses_float_images_on_the_0_1_scale(trained_workdir, shapes_dir):
+  model, params, _ = alexnet_jax.restore(trained_workdir)
+  pixels = np.asarray(Image.open(_val_files(shapes_dir)[0]).convert('RGB'))
+  with pytest.raises(ValueError, match=r'values in \[0, 1\].*image \* 255'):
+    alexnet_jax.predict(model, params, pixels.astype(np.float32) / 255)
+  with pytest.raises(ValueError, match='must lie in 0-255'):
+    alexnet_jax.predict(model, params, pixels.astype(np.float32) * 2)
+  as_float = alexnet_jax.predict(model, params, pixels.astype(np.float32), top_k=3)
+  as_uint8 = alexnet_jax.predict(model, params, pixels, top_k=3)
+  np.testing.assert_array_equal(as_float.ids, as_uint8.ids)
+  np.testing.assert_allclose(as_float.probs, as_uint8.probs, rtol=1e-6)
+
+
 def test_imagenet_models_name_their_classes():
   names = inference.imagenet_names()
   assert len(names) == 1000 and inference.imagenet_synsets()[0] == 'n01440764'
