@@ -178,27 +178,45 @@ class ImageNetVal(_ImageFiles):
     self._labels = np.array([index[s] for s in synsets], dtype=np.int32)
 
 
+def _tfds_build_hint(name: str, data_dir: str) -> str:
+  manual = (f' (ImageNet needs its manual download in {data_dir}/downloads/manual first)'
+            if name.startswith('imagenet2012') else '')
+  return ("Build it once in ArrayRecord format: pip install -e '.[tfds]' (TensorFlow, which only "
+          f'the build needs), then `tfds build {name} --file_format=array_record '
+          f'--data_dir={data_dir}`{manual}, and set --config.data.tfds_data_dir={data_dir}.')
+
+
 class TFDS:
   """A TFDS dataset in ArrayRecord format (`tfds.data_source`), images left encoded.
 
   Prepare it once with TFDS (`tfds build imagenet2012 --file_format=array_record`, the manual
-  download in `<data_dir>/downloads/manual`); reading needs no TensorFlow.
+  download in `<data_dir>/downloads/manual`); reading needs no TensorFlow. A dataset that is not
+  prepared is reported, never downloaded or generated here.
   """
 
   def __init__(self, name: str, split: str, data_dir: str | None = None,
                image_key: str = 'image', label_key: str = 'label'):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
-    data_dir = os.path.expanduser(data_dir) if data_dir else None
+    data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
+    where = data_dir or os.path.expanduser(os.environ.get('TFDS_DATA_DIR',
+                                                          '~/tensorflow_datasets'))
     try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir,
+      # tfds.data_source generates a dataset it does not find: ask first whether it is there.
+      prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception as e:  # an unknown name, a damaged dataset_info.json...
+      raise DataError(f'No TFDS dataset {name!r} in {where!r} ({type(e).__name__}: '
+                      f'{str(e).splitlines()[0][:200]}). {_tfds_build_hint(name, where)}') from e
+    if not prepared:
+      raise DataError(f'TFDS dataset {name!r} is not prepared in {where!r}. '
+                      f'{_tfds_build_hint(name, where)}')
+    try:
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
                                       decoders={image_key: tfds.decode.SkipDecoding()})
-    except Exception as e:  # TFDS raises several types for "not prepared", "no such split"...
+    except Exception as e:  # TFDS raises several types: no such split, another file format...
       raise DataError(
-          f'Cannot read TFDS dataset {name!r} split {split!r} from data_dir {data_dir!r} '
-          f'({type(e).__name__}: {str(e)[:300]}). Prepare it in ArrayRecord format first, e.g. '
-          f'`tfds build {name} --file_format=array_record --data_dir=DIR` (ImageNet needs the '
-          'manual download in DIR/downloads/manual), then set --config.data.tfds_data_dir=DIR.'
-          ) from e
+          f'Cannot read TFDS dataset {name!r} split {split!r} from {where!r} '
+          f'({type(e).__name__}: {str(e)[:300]}). It must be prepared in ArrayRecord format; '
+          f'{_tfds_build_hint(name, where)}') from e
     self.class_names = list(self._source.dataset_info.features[label_key].names)
     self._name, self._split, self._image_key, self._label_key = name, split, image_key, label_key
     self.key = f'tfds:{name}/{split}@{data_dir}'

@@ -159,6 +159,11 @@ def test_tfds_source_goes_to_workers_and_gives_statistics(tfds_dir):
 def test_tfds_missing_dataset_is_explained(tmp_path):
   with pytest.raises(DataError, match='--file_format=array_record'):
     sources.TFDS('photo_set', 'train', str(tmp_path))
+  # A dataset TFDS knows how to download is reported, not downloaded or generated.
+  with pytest.raises(DataError, match=f"'imagenette' is not prepared in '{tmp_path}'.*"
+                     f'tfds build imagenette --file_format=array_record --data_dir={tmp_path}'):
+    sources.TFDS('imagenette', 'train', str(tmp_path))
+  assert not os.listdir(tmp_path)
 
 
 def test_config_picks_the_source(photo_dir, flat_val, tfds_dir):
