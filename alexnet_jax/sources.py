@@ -235,6 +235,40 @@ class TFDS:
             f'{len(self.class_names)} classes)')
 
 
+class FirstPerClass:
+  """The first `n` records of each class of `source`, in the source's order: a trial run's data.
+
+  The labels come from `source.labels` where the source lists them (image folders), else from
+  reading the records in order until every class has `n`.
+  """
+
+  def __init__(self, source, n: int):
+    labels = getattr(source, 'labels', None)
+    counts = np.zeros(len(source.class_names), np.int64)
+    keep = []
+    for i in range(len(source)):
+      label = int(labels[i] if labels is not None else source[i]['label'])
+      if counts[label] < n:
+        counts[label] += 1
+        keep.append(i)
+        if labels is None and counts.min() >= n:
+          break
+    self._source, self._index, self._n = source, np.array(keep, np.int64), n
+    self.class_names = source.class_names
+    self.key = f'{source.key}[first {n} per class]'
+    if labels is not None:
+      self.labels = np.asarray(labels)[self._index]
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def __getitem__(self, index: int) -> dict:
+    return self._source[int(self._index[index])]
+
+  def __repr__(self) -> str:
+    return f'{self._source!r}, the first {self._n} of each class ({len(self)} images)'
+
+
 # A packed record: label (int32), name length (uint16), name (UTF-8), then the JPEG bytes.
 _HEADER = struct.Struct('<iH')
 
