@@ -77,7 +77,8 @@ def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys)
                     only=['baseline'], gather_only=True)
   # The same settings find the runs finished: nothing is trained again.
   rows = sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '2'})
-  assert [r['run'] for r in rows] == ['baseline', 'no_lrn'] and 'error' not in capsys.readouterr().err
+  assert [r['run'] for r in rows] == ['baseline', 'no_lrn']
+  assert 'error' not in capsys.readouterr().err
 
 
 def test_sweep_command_line_rejects_unknown_runs(tmp_path):

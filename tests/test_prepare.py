@@ -82,7 +82,8 @@ def test_training_pipeline_reads_packed_shards(photo_dir, tmp_path):
 def test_prepare_max_images_packs_the_first_of_each_class(photo_dir, tmp_path):
   out = tmp_path / 'packed'
   proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.prepare', '--config=configs/default.py',
-                         f'--config.data.train_dir={photo_dir}', f'--config.data.val_dir={photo_dir}',
+                         f'--config.data.train_dir={photo_dir}',
+                         f'--config.data.val_dir={photo_dir}',
                          '--config.data.resize_size=32', '--config.data.threads=2',
                          '--max_images=2', f'--out={out}'],
                         cwd=REPO, capture_output=True, text=True, check=False)
