@@ -78,8 +78,7 @@ class Model:
     list of them, or one NxHxWx3 array): uint8, or floats from 0 to 255. Float arrays on the 0-1
     scale (as matplotlib and many loaders give) are refused with a ValueError rather than read
     as near-black images; multiply them by 255 first. Returns (N, crop, crop, 3) for
-    views='center', or
-    (N, 10, crop, crop, 3) for the paper's ten patches (views='ten').
+    views='center', or (N, 10, crop, crop, 3) for the paper's ten patches (views='ten').
     """
     out = []
     for image in _as_list(images):
