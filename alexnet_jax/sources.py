@@ -63,6 +63,10 @@ class _ImageFiles:
     return (f'{type(self).__name__}({self.root!r}, {len(self)} images, '
             f'{len(self.class_names)} classes)')
 
+  def name(self, index: int) -> str:
+    """The path of image `index`, without reading it."""
+    return str(self._paths[index])
+
   @property
   def labels(self) -> np.ndarray:
     return self._labels
