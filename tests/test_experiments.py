@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -117,3 +118,54 @@ def test_figure1_reads_the_epoch_a_target_is_reached():
   assert figure1.epochs_to(recs, 0.25) == 2.5
   assert figure1.epochs_to(recs, 0.5) == 1.0
   assert figure1.epochs_to(recs, 0.1) is None
+
+
+_SLURM_CONFIG = '''from tests.conftest import small_config
+
+
+def get_config():
+  config = small_config({root!r}, {cache!r})
+  config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  return config
+'''
+
+# SLURM's srun on one machine: SLURM_NTASKS copies of the command, each with its task's ids.
+_FAKE_SRUN = '''#!/bin/bash
+while [[ $1 == -* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST SLURM_PROCID=$i SLURM_LOCALID=$i "$@" &
+  pids+=($!)
+done
+rc=0
+for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+exit $rc
+'''
+
+
+def test_slurm_script_trains_on_two_hosts_from_slurms_variables(shapes_dir, tmp_path):
+  """experiments/slurm/train.sbatch as SLURM runs it: two tasks of two CPU devices each, which
+  find each other through SLURM's variables alone (no coordinator address or process id)."""
+  config_file = tmp_path / 'slurm_config.py'
+  config_file.write_text(_SLURM_CONFIG.format(root=shapes_dir, cache=str(tmp_path / 'cache')))
+  (tmp_path / 'bin').mkdir()
+  (tmp_path / 'bin' / 'srun').write_text(_FAKE_SRUN)
+  (tmp_path / 'bin' / 'srun').chmod(0o755)
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('SLURM_', 'JAX_', 'XLA_'))}
+  env.update(PATH=f'{tmp_path / "bin"}:{env["PATH"]}', PYTHON=sys.executable, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2', SLURM_JOB_ID='4242',
+             SLURM_JOB_NODELIST='localhost', SLURM_NTASKS='2', SLURM_SUBMIT_DIR=REPO,
+             JAX_COORDINATOR_PORT=str(port))
+  proc = subprocess.run(['bash', os.path.join(REPO, 'experiments', 'slurm', 'train.sbatch'),
+                         str(config_file), str(tmp_path / 'run'), '--config.mesh.model=2'],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
+  out = proc.stdout + proc.stderr
+  assert proc.returncode == 0, out[-3000:]
+  assert 'Process 0 of 2' in out and 'Process 1 of 2' in out
+  assert "Mesh: {'data': 2, 'model': 2}" in out  # four devices of two processes, one mesh
+  assert os.path.isdir(tmp_path / 'run' / 'checkpoints' / '2')
+  assert out.count('final metrics') == 2
