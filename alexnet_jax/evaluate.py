@@ -155,10 +155,8 @@ def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch
 def confusion_pngs(result: dict, stem: str) -> list[str]:
   """Draws the confusion matrix of each view (the ensemble's, for several checkpoints) as
   `<stem>-confusion-<view>.png`; nothing, with a warning, where matplotlib is not installed."""
-  try:
-    import matplotlib  # pylint: disable=g-import-not-at-top  (an optional dependency)
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  try:  # Figure without pyplot: no backend chosen, no window, whatever the caller uses
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (optional)
   except ImportError:
     logging.warning("matplotlib is not installed, so the confusion matrix is only in the JSON; "
                     "pip install -e '.[experiments]' draws it.")
@@ -171,7 +169,8 @@ def confusion_pngs(result: dict, stem: str) -> list[str]:
     rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)  # each true class sums to 1
     n = len(names)
     side = min(max(4.0, 0.35 * n + 2), 40.0)
-    fig, ax = plt.subplots(figsize=(side, side))
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
     ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
     if n <= 50:  # names and counts are readable
       ax.set_xticks(range(n), names, rotation=90, fontsize=7)
@@ -187,7 +186,6 @@ def confusion_pngs(result: dict, stem: str) -> list[str]:
     fig.tight_layout()
     written.append(f'{stem}-confusion-{v}.png')
     fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
   return written
 
 
