@@ -59,8 +59,8 @@ def mismatch(name: str, base: str, overrides: dict, root: str) -> str | None:
     record = json.load(f)
   old, new = record.get('overrides', {}), _as_json(overrides)
   saved_base = record.get('base', base)  # records written before the base was kept: the same
-  differing = [f'base {saved_base} against {base}'] if saved_base != base else []
-  differing += [f'{k}={old.get(k, "unset")} against {new.get(k, "unset")}'
+  differing = [f'base {saved_base} (this sweep: {base})'] if saved_base != base else []
+  differing += [f'{k}={old.get(k, "unset")} (this sweep: {new.get(k, "unset")})'
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
   return ', '.join(differing) or None
 

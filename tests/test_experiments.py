@@ -70,10 +70,10 @@ def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys)
     (tmp_path / name / 'run.json').write_text(json.dumps(
         {'name': name, 'base': 'configs/demo.py', 'overrides': overrides, 'returncode': 0,
          'wall_s': 1.0}))
-  with pytest.raises(SystemExit, match=r'baseline: num_epochs=2 against 3; no_lrn: num_epochs=2 '
-                     r'against 3\. Give another --root'):
+  with pytest.raises(SystemExit, match=r'baseline: num_epochs=2 \(this sweep: 3\); no_lrn: '
+                     r'num_epochs=2 \(this sweep: 3\)\. Give another --root'):
     sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '3'})
-  with pytest.raises(SystemExit, match='baseline: base configs/demo.py against configs/paper.py'):
+  with pytest.raises(SystemExit, match=r'baseline: base configs/demo.py \(this sweep: configs/pap'):
     sweep.run_sweep(small, str(tmp_path), base='configs/paper.py', common={'num_epochs': '2'},
                     only=['baseline'], gather_only=True)
   # The same settings find the runs finished: nothing is trained again.
