@@ -154,7 +154,9 @@ def test_slurm_script_trains_on_two_hosts_from_slurms_variables(shapes_dir, tmp_
   with socket.socket() as s:
     s.bind(('localhost', 0))
     port = s.getsockname()[1]
-  env = {k: v for k, v in os.environ.items() if not k.startswith(('SLURM_', 'JAX_', 'XLA_'))}
+  cluster = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
+             'JAX_LOCAL_DEVICE_IDS', 'JAX_PLATFORMS', 'XLA_FLAGS')
+  env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_') and k not in cluster}
   env.update(PATH=f'{tmp_path / "bin"}:{env["PATH"]}', PYTHON=sys.executable, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=2', SLURM_JOB_ID='4242',
              SLURM_JOB_NODELIST='localhost', SLURM_NTASKS='2', SLURM_SUBMIT_DIR=REPO,
