@@ -1,16 +1,26 @@
 """Top-1 and top-5 error of checkpoints, from one centre patch and from the paper's ten patches,
-alone and as softmax-averaged ensembles (Table 2's "5 CNNs" rows).
+alone and as softmax-averaged ensembles (Table 2's "5 CNNs" rows), with per-class accuracy and
+the confusion matrix.
 
     python -m alexnet_jax.evaluate --workdir=runs/imagenette_small
     python -m alexnet_jax.evaluate --workdir=runs/imagenette_small --step=1314
     python -m alexnet_jax.evaluate --workdir=runs/seed0,runs/seed1,runs/seed2   # an ensemble
+    python -m alexnet_jax.evaluate --workdir=runs/imagenette_small --images=DIR \
+        --predictions=preds.csv      # any ImageFolder; one row per image
 
 Each checkpoint is read with the config saved beside it and evaluated on that config's
-validation split (--set data.val_dir=PATH and the like point it elsewhere). Several --workdir
-(or several --step of one workdir) are also evaluated together: their softmax outputs averaged
-per image. Prints a table and writes JSON (--out; default <first workdir>/eval-<step>.json).
+validation split (--set data.val_dir=PATH and the like point it elsewhere), or on --images, any
+folder of `<class>/<image>` files whose class folders are among the checkpoint's classes. Several
+--workdir (or several --step of one workdir) are also evaluated together: their softmax outputs
+averaged per image. Prints a table and writes JSON (--out; default <first workdir>/eval-<step>.json)
+holding, per view, the errors, each class's top-1 and top-5 accuracy and the confusion matrix
+(rows: true class, columns: top-1 prediction), drawn beside it as <json>-confusion-<view>.png
+(with matplotlib installed). --predictions writes a CSV for the first view: per image its file,
+label, top-5 classes and their probabilities, and the label's probability. With several
+checkpoints, the PNG and the CSV are the ensemble's.
 """
 
+import csv
 import json
 import os
 import sys
@@ -21,21 +31,24 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import checkpointing, data, input_pipeline, logs, train
+from alexnet_jax import checkpointing, data, input_pipeline, logs, sources, train
 from alexnet_jax.errors import DataError, UserError
-from alexnet_jax.inference import (checkpoint_config, normalization, top_k_errors,
+from alexnet_jax.inference import (checkpoint_config, display_name, normalization, top_k_errors,
                                    view_probabilities)
 
 VIEWS = ('center', 'ten')
 
 
-def _prepare(loaded: checkpointing.Loaded, settings=()):
-  """(network, params, validation source, normalization, data config) of one checkpoint."""
+def _prepare(loaded: checkpointing.Loaded, settings=(), images: str = ''):
+  """(network, params, validation source, normalization, data config) of one checkpoint;
+  `images` (an ImageFolder) replaces the config's validation split."""
   config = checkpoint_config(loaded, settings)  # the decoder training used, then the settings
   d = config.data
   class_names = list(loaded.class_names) or list(data.train_source(d).class_names)
-  return (train.create_model(config.model), jax.device_put(loaded.params),
-          data.eval_source(d, class_names), normalization(loaded, d), d)
+  eval_src = (sources.ImageFolder(images, class_names=class_names) if images
+              else data.eval_source(d, class_names))
+  return (train.create_model(config.model), jax.device_put(loaded.params), eval_src,
+          normalization(loaded, d), d)
 
 
 def _view_probabilities(prepared, views: str, batch_size: int):
@@ -63,16 +76,49 @@ def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
   return _view_probabilities(_prepare(loaded, settings), views, batch_size)
 
 
+def per_class(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+  """Each class's top-1 and top-5 accuracy (None for a class without images), its image count,
+  and the confusion matrix: row = true class, column = top-1 prediction."""
+  order = np.argsort(-probs, axis=-1, kind='stable')  # ties as top_k_errors breaks them
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  np.add.at(confusion, (labels, order[:, 0]), 1)
+  images = confusion.sum(1)
+  top5 = np.bincount(labels[(order[:, :5] == labels[:, None]).any(-1)], minlength=num_classes)
+  acc = lambda hits: [float(h / n) if n else None for h, n in zip(hits, images)]
+  return {'per_class_top1_acc': acc(np.diag(confusion)), 'per_class_top5_acc': acc(top5),
+          'per_class_images': images.tolist(), 'confusion': confusion.tolist()}
+
+
+def _write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, index: np.ndarray,
+                       source, class_names: list[str]) -> None:
+  """One CSV row per image: file, label, the top-5 classes and probabilities, p(label)."""
+  k = min(5, probs.shape[-1])
+  order = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
+  name_of = getattr(source, 'name', lambda i: source[i]['name'])
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['file', 'label', *(f'top{j + 1}' for j in range(k)),
+                     *(f'p_top{j + 1}' for j in range(k)), 'p_label'])
+    for row, (i, label) in enumerate(zip(index, labels)):
+      writer.writerow([name_of(int(i)), class_names[label],
+                       *(class_names[c] for c in order[row]),
+                       *(f'{probs[row, c]:.6g}' for c in order[row]),
+                       f'{probs[row, label]:.6g}'])
+
+
 def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch_size: int = 64,
-             settings: list[str] = ()) -> dict:
-  """Errors of every (workdir, step) checkpoint and, for several, of their ensemble."""
+             settings: list[str] = (), images: str = '', predictions: str = '') -> dict:
+  """Errors, per-class accuracy and confusion matrices of every (workdir, step) checkpoint and,
+  for several, of their ensemble; on the checkpoints' validation split, or on the ImageFolder
+  `images`. `predictions`: a CSV path for the per-image predictions of the first view."""
   members = [(w, s) for w in workdirs for s in steps]
   result = {'members': [], 'ensemble': None}
   sums: dict[str, np.ndarray] = {}
   reference = None
   for workdir, step in members:
     loaded = checkpointing.load(workdir, step)
-    prepared = _prepare(loaded, settings)
+    prepared = _prepare(loaded, settings, images)
+    num_classes = len(loaded.class_names) or prepared[0].num_classes
     entry = {'workdir': workdir, 'step': loaded.step, 'checkpoint': loaded.path,
              'config': loaded.config.get('name', '')}
     for v in views:
@@ -87,17 +133,60 @@ def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch
                         'trained and evaluated on the same dataset.')
       entry[v] = {**top_k_errors(probs, labels), 'images': int(len(labels)),
                   'seconds': round(time.perf_counter() - start, 1)}
+      logging.info('%s step %d, %s: %s', workdir, loaded.step, v, entry[v])
+      entry[v].update(per_class(probs, labels, num_classes))
       sums[v] = sums.get(v, 0) + probs
     result['members'].append(entry)
-    logging.info('%s step %d: %s', workdir, loaded.step, entry)
+  labels, index = reference[0], reference[1]
+  result['class_names'] = list(prepared[2].class_names)
   if len(members) > 1:
-    labels = reference[0]
     result['ensemble'] = {v: {**top_k_errors(sums[v] / len(members), labels),
-                              'images': int(len(labels)), 'members': len(members)}
+                              'images': int(len(labels)), 'members': len(members),
+                              **per_class(sums[v] / len(members), labels, num_classes)}
                           for v in views}
+  if predictions:
+    _write_predictions(predictions, sums[views[0]] / len(members), labels, index, prepared[2],
+                       result['class_names'])
   skipped = input_pipeline.skipped()
   result['skipped_files'] = {'count': len(skipped), 'files': sorted(skipped)[:20]}
   return result
+
+
+def confusion_pngs(result: dict, stem: str) -> list[str]:
+  """Draws the confusion matrix of each view (the ensemble's, for several checkpoints) as
+  `<stem>-confusion-<view>.png`; nothing, with a warning, where matplotlib is not installed."""
+  try:  # Figure without pyplot: no backend chosen, no window, whatever the caller uses
+    from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top  (optional)
+  except ImportError:
+    logging.warning("matplotlib is not installed, so the confusion matrix is only in the JSON; "
+                    "pip install -e '.[experiments]' draws it.")
+    return []
+  headline = result['ensemble'] or result['members'][0]
+  names = [display_name(c) for c in result['class_names']]
+  written = []
+  for v in (v for v in VIEWS if v in headline):
+    confusion = np.asarray(headline[v]['confusion'])
+    rows = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)  # each true class sums to 1
+    n = len(names)
+    side = min(max(4.0, 0.35 * n + 2), 40.0)
+    fig = Figure(figsize=(side, side))
+    ax = fig.subplots()
+    ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
+    if n <= 50:  # names and counts are readable
+      ax.set_xticks(range(n), names, rotation=90, fontsize=7)
+      ax.set_yticks(range(n), names, fontsize=7)
+      for (i, j), count in np.ndenumerate(confusion):
+        if count:
+          ax.text(j, i, str(count), ha='center', va='center', fontsize=6,
+                  color='white' if rows[i, j] > 0.5 else 'black')
+    ax.set_xlabel('top-1 prediction')
+    ax.set_ylabel('true class')
+    ax.set_title(f'{v} crop: top-1 error {100 * headline[v]["top1_err"]:.2f}% on '
+                 f'{headline[v]["images"]} images (rows normalized)', fontsize=9)
+    fig.tight_layout()
+    written.append(f'{stem}-confusion-{v}.png')
+    fig.savefig(written[-1], dpi=120)
+  return written
 
 
 def table(result: dict) -> str:
@@ -124,7 +213,7 @@ def main(argv):
     raise app.UsageError(f'--views={",".join(f.views)}: choose from {", ".join(VIEWS)}.')
   try:
     result = evaluate(f.workdir, steps, views=tuple(f.views), batch_size=f.batch_size,
-                      settings=f.set)
+                      settings=f.set, images=f.images, predictions=f.predictions)
   except UserError as e:
     sys.exit(f'error: {e}')
   print(table(result))
@@ -137,6 +226,9 @@ def main(argv):
   with open(out, 'w') as fh:
     json.dump(result, fh, indent=2)
   print(f'wrote {out}')
+  for path in confusion_pngs(result, os.path.splitext(out)[0]) + (
+      [f.predictions] if f.predictions else []):
+    print(f'wrote {path}')
 
 
 if __name__ == '__main__':
@@ -146,5 +238,9 @@ if __name__ == '__main__':
   flags.DEFINE_integer('batch_size', 64, 'Images per batch (ten patches each for views=ten).')
   flags.DEFINE_multi_string('set', [], 'data.FIELD=VALUE: where the validation images are.')
   flags.DEFINE_string('out', '', 'JSON output file.')
+  flags.DEFINE_string('images', '', 'Evaluate on this ImageFolder (<class>/<image>, the classes '
+                      'among the checkpoint\'s) instead of the validation split.')
+  flags.DEFINE_string('predictions', '', 'CSV file for the per-image predictions (file, label, '
+                      'top-5 and probabilities) of the first view.')
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

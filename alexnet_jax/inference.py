@@ -75,8 +75,10 @@ class Model:
     """Raw images -> the network's input: fitted, mean-subtracted, cropped.
 
     `images`: file paths, encoded bytes, PIL images or HxWx3 RGB arrays on the 0-255 scale (a
-    list of them, or one NxHxWx3 array). Returns (N, crop, crop, 3) for views='center', or
-    (N, 10, crop, crop, 3) for the paper's ten patches (views='ten').
+    list of them, or one NxHxWx3 array): uint8, or floats from 0 to 255. Float arrays on the 0-1
+    scale (as matplotlib and many loaders give) are refused with a ValueError rather than read
+    as near-black images; multiply them by 255 first. Returns (N, crop, crop, 3) for
+    views='center', or (N, 10, crop, crop, 3) for the paper's ten patches (views='ten').
     """
     out = []
     for image in _as_list(images):
@@ -137,7 +139,13 @@ def _to_rgb_array(image, decoder: str = 'auto') -> np.ndarray:
   if image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f'An image must be HxWx3 RGB (or HxW grayscale); got shape {image.shape}.')
   if image.dtype != np.uint8:
-    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating) and 0 < image.max() <= 1:
+      raise ValueError('A float image with values in [0, 1] was given; predict reads pixels on '
+                       'the 0-255 scale, as training did. Pass image * 255 (or uint8 pixels).')
+    if image.min() < 0 or image.max() > 255:
+      raise ValueError(f'Pixel values must lie in 0-255; this image has {image.min()} to '
+                       f'{image.max()}. Pass RGB on the 0-255 scale (uint8, or floats).')
+    image = np.round(image).astype(np.uint8)
   return image
 
 

@@ -7,6 +7,8 @@ random access. Run
     python -m alexnet_jax.prepare --config=configs/paper.py --out=/data/imagenet_packed
 
 and train with --config.data.source=packed --config.data.packed_dir=/data/imagenet_packed.
+--max_images=N packs only the first N images of each class of each split: a small copy for a
+trial run (its statistics are those of the images packed).
 The folder holds `train-NNNNN-of-NNNNN.array_record` and `val-...` shards (records as
 `sources.pack_record` writes them), `classes.txt` (the label map: one synset per line, in label
 order), `stats.npz` (mean image and RGB PCA of every packed training image) and `info.json`
@@ -83,8 +85,9 @@ def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: in
   return written, skipped, (acc.result() if acc else None)
 
 
-def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
-  """Packs the train and/or val split of the dataset `data_config` names; returns info.json."""
+def prepare(data_config, out_dir: str, splits=('train', 'val'), max_images: int = 0) -> dict:
+  """Packs the train and/or val split of the dataset `data_config` names (with max_images > 0,
+  the first max_images of each class); returns info.json."""
   from alexnet_jax import data  # pylint: disable=g-import-not-at-top  (data imports sources)
   if data_config.source == 'packed':
     raise DataError('data.source is already "packed": point the config at the original '
@@ -93,18 +96,21 @@ def prepare(data_config, out_dir: str, splits=('train', 'val')) -> dict:
   train_src = data.train_source(data_config)
   split_sources = {split: train_src if split == 'train' else
                    data.eval_source(data_config, train_src.class_names) for split in splits}
+  if max_images > 0:
+    split_sources = {k: sources.FirstPerClass(src, max_images) for k, src in split_sources.items()}
   out_dir = os.path.expanduser(out_dir)
   info_path = os.path.join(out_dir, 'info.json')
   size, d = data_config.resize_size, data_config
   info = {'size': size, 'quality': d.packed_quality, 'classes': len(train_src.class_names),
-          'splits': {}}
+          'max_images_per_class': max_images, 'splits': {}}
   created = not os.path.exists(out_dir)
   try:
     os.makedirs(out_dir, exist_ok=True)
     if os.path.exists(info_path):
       with open(info_path) as f:
         old = json.load(f)
-      if all(old.get(k) == info[k] for k in ('size', 'quality', 'classes')):
+      if all(old.get(k, 0) == info[k]
+             for k in ('size', 'quality', 'classes', 'max_images_per_class')):
         info['splits'] = old['splits']  # splits packed earlier with the same settings stay listed
       os.remove(info_path)  # incomplete until rewritten at the end
     with open(os.path.join(out_dir, 'classes.txt'), 'w') as f:
@@ -131,7 +137,8 @@ def main(argv):
   del argv
   logs.quiet_library_logs()
   try:
-    info = prepare(flags.FLAGS.config.data, flags.FLAGS.out, tuple(flags.FLAGS.splits))
+    info = prepare(flags.FLAGS.config.data, flags.FLAGS.out, tuple(flags.FLAGS.splits),
+                   flags.FLAGS.max_images)
   except UserError as e:
     sys.exit(f'error: {e}')
   for split, s in info['splits'].items():
@@ -142,5 +149,7 @@ if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'The config whose data to pack.')
   flags.DEFINE_string('out', None, 'Output folder for the packed shards.')
   flags.DEFINE_list('splits', ['train', 'val'], 'Which splits to pack.')
+  flags.DEFINE_integer('max_images', 0, 'Pack only the first N images of each class of each '
+                       'split (a trial run\'s data); 0: all.', lower_bound=0)
   flags.mark_flags_as_required(['config', 'out'])
   app.run(main)

@@ -63,6 +63,10 @@ class _ImageFiles:
     return (f'{type(self).__name__}({self.root!r}, {len(self)} images, '
             f'{len(self.class_names)} classes)')
 
+  def name(self, index: int) -> str:
+    """The path of image `index`, without reading it."""
+    return str(self._paths[index])
+
   @property
   def labels(self) -> np.ndarray:
     return self._labels
@@ -178,27 +182,45 @@ class ImageNetVal(_ImageFiles):
     self._labels = np.array([index[s] for s in synsets], dtype=np.int32)
 
 
+def _tfds_build_hint(name: str, data_dir: str) -> str:
+  manual = (f' (ImageNet needs its manual download in {data_dir}/downloads/manual first)'
+            if name.startswith('imagenet2012') else '')
+  return ("Build it once in ArrayRecord format: pip install -e '.[tfds]' (TensorFlow, which only "
+          f'the build needs), then `tfds build {name} --file_format=array_record '
+          f'--data_dir={data_dir}`{manual}, and set --config.data.tfds_data_dir={data_dir}.')
+
+
 class TFDS:
   """A TFDS dataset in ArrayRecord format (`tfds.data_source`), images left encoded.
 
   Prepare it once with TFDS (`tfds build imagenet2012 --file_format=array_record`, the manual
-  download in `<data_dir>/downloads/manual`); reading needs no TensorFlow.
+  download in `<data_dir>/downloads/manual`); reading needs no TensorFlow. A dataset that is not
+  prepared is reported, never downloaded or generated here.
   """
 
   def __init__(self, name: str, split: str, data_dir: str | None = None,
                image_key: str = 'image', label_key: str = 'label'):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
-    data_dir = os.path.expanduser(data_dir) if data_dir else None
+    data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
+    where = data_dir or os.path.expanduser(os.environ.get('TFDS_DATA_DIR',
+                                                          '~/tensorflow_datasets'))
     try:
-      self._source = tfds.data_source(name, split=split, data_dir=data_dir,
+      # tfds.data_source generates a dataset it does not find: ask first whether it is there.
+      prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception as e:  # an unknown name, a damaged dataset_info.json...
+      raise DataError(f'No TFDS dataset {name!r} in {where!r} ({type(e).__name__}: '
+                      f'{str(e).splitlines()[0][:200]}). {_tfds_build_hint(name, where)}') from e
+    if not prepared:
+      raise DataError(f'TFDS dataset {name!r} is not prepared in {where!r}. '
+                      f'{_tfds_build_hint(name, where)}')
+    try:
+      self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
                                       decoders={image_key: tfds.decode.SkipDecoding()})
-    except Exception as e:  # TFDS raises several types for "not prepared", "no such split"...
+    except Exception as e:  # TFDS raises several types: no such split, another file format...
       raise DataError(
-          f'Cannot read TFDS dataset {name!r} split {split!r} from data_dir {data_dir!r} '
-          f'({type(e).__name__}: {str(e)[:300]}). Prepare it in ArrayRecord format first, e.g. '
-          f'`tfds build {name} --file_format=array_record --data_dir=DIR` (ImageNet needs the '
-          'manual download in DIR/downloads/manual), then set --config.data.tfds_data_dir=DIR.'
-          ) from e
+          f'Cannot read TFDS dataset {name!r} split {split!r} from {where!r} '
+          f'({type(e).__name__}: {str(e)[:300]}). It must be prepared in ArrayRecord format; '
+          f'{_tfds_build_hint(name, where)}') from e
     self.class_names = list(self._source.dataset_info.features[label_key].names)
     self._name, self._split, self._image_key, self._label_key = name, split, image_key, label_key
     self.key = f'tfds:{name}/{split}@{data_dir}'
@@ -215,6 +237,40 @@ class TFDS:
   def __repr__(self) -> str:
     return (f'TFDS({self._name!r}, {self._split!r}, {len(self)} images, '
             f'{len(self.class_names)} classes)')
+
+
+class FirstPerClass:
+  """The first `n` records of each class of `source`, in the source's order: a trial run's data.
+
+  The labels come from `source.labels` where the source lists them (image folders), else from
+  reading the records in order until every class has `n`.
+  """
+
+  def __init__(self, source, n: int):
+    labels = getattr(source, 'labels', None)
+    counts = np.zeros(len(source.class_names), np.int64)
+    keep = []
+    for i in range(len(source)):
+      label = int(labels[i] if labels is not None else source[i]['label'])
+      if counts[label] < n:
+        counts[label] += 1
+        keep.append(i)
+        if labels is None and counts.min() >= n:
+          break
+    self._source, self._index, self._n = source, np.array(keep, np.int64), n
+    self.class_names = source.class_names
+    self.key = f'{source.key}[first {n} per class]'
+    if labels is not None:
+      self.labels = np.asarray(labels)[self._index]
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def __getitem__(self, index: int) -> dict:
+    return self._source[int(self._index[index])]
+
+  def __repr__(self) -> str:
+    return f'{self._source!r}, the first {self._n} of each class ({len(self)} images)'
 
 
 # A packed record: label (int32), name length (uint16), name (UTF-8), then the JPEG bytes.

@@ -26,6 +26,8 @@ def get_config():
   root = os.environ.get('CIFAR10_DIR', '~/.cache/alexnet_jax/cifar10')
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'test')
+  config.data.tfds_name = 'cifar10'     # with --config.data.source=tfds: TFDS's copy, PNGs
+  config.data.tfds_eval_split = 'test'
   config.data.resize_size = 32
   config.data.crop_size = 32
   config.data.flip = False

@@ -14,12 +14,21 @@ import os
 
 from configs import default
 
+# The development copy beside the repository (../shared/data/imagenette), wherever one runs from.
+_BESIDE_REPO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), 'shared', 'data', 'imagenette')
+
+
+def data_root() -> str:
+  """$IMAGENETTE_DIR (the folder holding train/ and val/), else the copy beside the repository."""
+  return os.environ.get('IMAGENETTE_DIR', _BESIDE_REPO)
+
 
 def get_config():
   config = default.get_config()
   config.name = 'imagenette'
   config.model.num_classes = 10
-  root = os.environ.get('IMAGENETTE_DIR', '../shared/data/imagenette')
+  root = data_root()
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
   config.data.tfds_name = 'imagenette'

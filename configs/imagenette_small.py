@@ -15,7 +15,7 @@ Results (and the scale caveat) are in experiments/README.md.
 
 import os
 
-from configs import default
+from configs import default, imagenette
 
 
 def get_config():
@@ -25,9 +25,10 @@ def get_config():
   config.model.width = 0.25
   config.model.init_scheme = 'he'
   config.model.input_scale = 1 / 64
-  root = os.environ.get('IMAGENETTE_DIR', '../shared/data/imagenette')
+  root = imagenette.data_root()
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
+  config.data.tfds_name = 'imagenette'  # with --config.data.source=tfds (README, "Data sources")
   config.data.resize_size = 72
   config.data.crop_size = 67          # conv1 11x11/4 -> 15, pools -> 7 -> 3 -> 1
   config.optim.lr_policy = 'step'

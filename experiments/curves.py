@@ -1,7 +1,7 @@
 """Training and validation error against epochs, several runs on one plot, from metrics.jsonl.
 
     python -m experiments.curves --workdirs=runs/ablations/baseline,runs/ablations/no_dropout \
-        --out=experiments/figures/curves.png
+        --out=runs/curves.png
 
 Solid lines are the training error (the mean over each logging interval, in training mode:
 with dropout and augmentation), dashed lines the validation error of the same run.
@@ -51,6 +51,7 @@ if __name__ == '__main__':
   flags.DEFINE_list('labels', [], 'A legend label per run (default: the folder names).')
   flags.DEFINE_enum('metric', 'top1_err', ['top1_err', 'top5_err', 'loss'], 'What to plot.')
   flags.DEFINE_string('title', '', 'Plot title.')
-  flags.DEFINE_string('out', 'experiments/figures/curves.png', 'The PNG to write.')
+  flags.DEFINE_string('out', 'runs/curves.png', 'The PNG to write (the committed figures in '
+                      'experiments/figures/ are written only when named here).')
   flags.mark_flags_as_required(['workdirs'])
   app.run(main)

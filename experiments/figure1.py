@@ -13,7 +13,7 @@
    paper's response normalization, as many epochs as the ReLU run; both nets' test errors.
 
 Runs live in ROOT/<name> (metrics.jsonl, checkpoints); a second invocation reuses finished
-runs. Writes ROOT/figure1.json and the plot (--out, default experiments/figures/figure1.png).
+runs. Writes ROOT/figure1.json and the plot (--out, default ROOT/figure1.png).
 The images come from $CIFAR10_DIR or are unpacked from --tarball into ~/.cache/alexnet_jax.
 """
 
@@ -36,7 +36,8 @@ _TARGET = flags.DEFINE_float('target', 0.25, 'The training error Figure 1 measur
 _AFTER = flags.DEFINE_integer('after', 2, 'Epochs to keep training after reaching the target.')
 _MAX_EPOCHS = flags.DEFINE_integer('max_epochs', 30, 'Stop a run here whatever its error.')
 _CHUNK = flags.DEFINE_integer('chunk', 3, 'Epochs per resumed leg of a run.')
-_OUT = flags.DEFINE_string('out', 'experiments/figures/figure1.png', 'The plot.')
+_OUT = flags.DEFINE_string('out', '', 'The plot (default: ROOT/figure1.png; the figure in '
+                            'experiments/README.md is experiments/figures/figure1.png).')
 _PLOT_ONLY = flags.DEFINE_bool('plot_only', False, 'Only redraw from the runs in --root.')
 
 BASE = 'configs/cifar10.py'
@@ -175,7 +176,7 @@ def main(argv):
   else:
     summary = run(root)
   print(json.dumps(summary, indent=2))
-  plot(root, summary, _OUT.value)
+  plot(root, summary, _OUT.value or os.path.join(root, 'figure1.png'))
 
 
 if __name__ == '__main__':

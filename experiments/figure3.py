@@ -1,12 +1,12 @@
 """Figure 3: the conv1 kernels of a checkpoint, one block of rows per tower.
 
-    python -m experiments.figure3 --workdir=runs/imagenette_small \
-        --out=experiments/figures/figure3.png
+    python -m experiments.figure3 --workdir=runs/imagenette_small    # writes <workdir>/figure3.png
 
 The paper's Figure 3 shows the 96 kernels of its net: tower 1's came out largely colour-agnostic,
 tower 2's colour-specific. Each kernel is stretched to the full grey range on its own.
 """
 
+import os
 import sys
 
 from absl import app, flags
@@ -33,8 +33,9 @@ def draw(workdir: str, out: str, step: int | None = None) -> str:
 def main(argv):
   del argv
   logs.quiet_library_logs()
+  f = flags.FLAGS
   try:
-    print('wrote', draw(flags.FLAGS.workdir, flags.FLAGS.out, flags.FLAGS.step))
+    print('wrote', draw(f.workdir, f.out or os.path.join(f.workdir, 'figure3.png'), f.step))
   except UserError as e:
     sys.exit(f'error: {e}')
 
@@ -42,6 +43,7 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'A training run (or a checkpoint folder).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
-  flags.DEFINE_string('out', 'experiments/figures/figure3.png', 'The PNG to write.')
+  flags.DEFINE_string('out', '', 'The PNG to write (default: <workdir>/figure3.png; the figure '
+                      'in experiments/README.md is experiments/figures/figure3.png).')
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

@@ -1,7 +1,6 @@
 """Figure 4: validation images and the six training images nearest them in fc7 feature space.
 
-    python -m experiments.figure4 --workdir=runs/imagenette_small \
-        --out=experiments/figures/figure4.png
+    python -m experiments.figure4 --workdir=runs/imagenette_small    # writes <workdir>/figure4.png
 
 fc7 is the last hidden layer (4096 units in the paper's net; after its ReLU, test mode). Every
 training image's centre patch is passed through the net once; each query is a validation image
@@ -9,6 +8,7 @@ training image's centre patch is passed through the net once; each query is a va
 smallest Euclidean distance (Section 6.1).
 """
 
+import os
 import sys
 
 import numpy as np
@@ -71,7 +71,8 @@ def main(argv):
   f = flags.FLAGS
   logs.quiet_library_logs()
   try:
-    print('wrote', draw(f.workdir, f.out, f.queries, f.k, f.set))
+    print('wrote', draw(f.workdir, f.out or os.path.join(f.workdir, 'figure4.png'), f.queries,
+                        f.k, f.set))
   except UserError as e:
     sys.exit(f'error: {e}')
 
@@ -81,6 +82,7 @@ if __name__ == '__main__':
   flags.DEFINE_integer('queries', 6, 'Query images (rows).')
   flags.DEFINE_integer('k', 6, 'Neighbours per query (the paper shows six).')
   flags.DEFINE_multi_string('set', [], 'data.FIELD=VALUE: where the images are now.')
-  flags.DEFINE_string('out', 'experiments/figures/figure4.png', 'The PNG to write.')
+  flags.DEFINE_string('out', '', 'The PNG to write (default: <workdir>/figure4.png; the figure '
+                      'in experiments/README.md is experiments/figures/figure4.png).')
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

@@ -8,7 +8,10 @@ Each run is `python -m alexnet_jax.main --config=BASE --config.FIELD=VALUE ... -
 in its own process (its log in ROOT/NAME/log.txt), one after another or --parallel at once. A run
 whose workdir already holds its final record (ROOT/NAME/run.json) is not run again, so sweeps
 that share a root share their baseline, and an interrupted sweep resumes where it stopped (an
-unfinished run resumes from its last checkpoint). The sweeps are defined in experiments/sweeps.py.
+unfinished run resumes from its last checkpoint). A finished run made from another base config or
+other settings (--set, --base) is never passed off as this sweep's: the sweep stops before running
+anything and names it; give another --root, or delete the run to train it again. The sweeps are
+defined in experiments/sweeps.py.
 
 The table (ROOT/results.csv and ROOT/results.md) has, per run, the final training and validation
 errors, the best validation error, the change against the run named `baseline`, the epochs, the
@@ -43,6 +46,25 @@ def command(base: str, overrides: dict, workdir: str) -> list[str]:
           *(f'--config.{k}={flag_value(v)}' for k, v in overrides.items())]
 
 
+def _as_json(value):
+  return json.loads(json.dumps(value))  # tuples as lists, as run.json holds them
+
+
+def mismatch(name: str, base: str, overrides: dict, root: str) -> str | None:
+  """How ROOT/NAME's finished run differs from the run asked for (base, overrides), or None."""
+  record_path = os.path.join(root, name, 'run.json')
+  if not os.path.exists(record_path):
+    return None
+  with open(record_path) as f:
+    record = json.load(f)
+  old, new = record.get('overrides', {}), _as_json(overrides)
+  saved_base = record.get('base', base)  # records written before the base was kept: the same
+  differing = [f'base {saved_base} (this sweep: {base})'] if saved_base != base else []
+  differing += [f'{k}={old.get(k, "unset")} (this sweep: {new.get(k, "unset")})'
+                for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+  return ', '.join(differing) or None
+
+
 def launch(name: str, base: str, overrides: dict, root: str) -> dict:
   """Runs one run to completion unless it has finished before; returns its run.json record."""
   workdir = os.path.join(root, name)
@@ -55,7 +77,7 @@ def launch(name: str, base: str, overrides: dict, root: str) -> dict:
   start = time.time()
   with open(os.path.join(workdir, 'log.txt'), 'a') as log:
     rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-  record = {'name': name, 'command': ' '.join(cmd[1:]), 'overrides': overrides,
+  record = {'name': name, 'base': base, 'command': ' '.join(cmd[1:]), 'overrides': overrides,
             'returncode': rc, 'wall_s': round(time.time() - start, 1)}
   if rc == 0:  # an unfinished run leaves no record, so the next sweep resumes it
     with open(record_path, 'w') as f:
@@ -141,6 +163,12 @@ def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str | None = None, common
     raise SystemExit(f'error: --only names runs the sweep does not have: {sorted(unknown)}; '
                      f'it has {sorted(sweep.runs)}.')
   base = base or sweep.base
+  stale = {n: why for n, o in runs.items() if (why := mismatch(n, base, o, root))}
+  if stale:  # a finished run of other settings would pass for this sweep's in the table
+    raise SystemExit(
+        f'error: {root} holds finished runs made with other settings than this sweep asks for: '
+        + '; '.join(f'{n}: {why}' for n, why in stale.items()) + '. Give another --root, or '
+        'delete those runs to train them with these settings.')
   if not gather_only:
     with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
       list(pool.map(lambda item: launch(item[0], base, item[1], root), runs.items()))

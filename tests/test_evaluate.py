@@ -1,5 +1,6 @@
 """Evaluation: ten patches and ensembles checked by hand in NumPy, and the command line."""
 
+import csv
 import json
 import logging
 import os
@@ -94,6 +95,9 @@ def test_command_line_writes_json(trained_workdir, tmp_path):
   assert set(result['members'][0]) >= {'center', 'ten', 'step', 'checkpoint'}
   assert set(result['ensemble']) == {'center', 'ten'}
   assert 'ensemble of 2' in proc.stdout and 'ten-crop top-1' in proc.stdout
+  assert len(result['ensemble']['ten']['per_class_top1_acc']) == 10
+  for view in ('center', 'ten'):  # the ensemble's confusion matrices, drawn beside the JSON
+    assert Image.open(tmp_path / f'eval-confusion-{view}.png').format == 'PNG'
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, trained_workdir):
@@ -144,3 +148,52 @@ def test_a_fast_decoder_missing_here_is_one_warning(trained_workdir, tmp_path, m
       assert inference.checkpoint_config(loaded).data.decoder == 'auto'
   warnings = [r.getMessage() for r in caplog.records if 'simplejpeg' in r.getMessage()]
   assert len(warnings) == 1 and "pip install -e '.[fast]'" in warnings[0]
+
+
+def test_per_class_accuracy_confusion_and_predictions_by_hand(trained_workdir, shapes_dir,
+                                                              tmp_path):
+  # Three classes of the validation images, in a folder of their own.
+  images = tmp_path / 'images'
+  val = os.path.join(shapes_dir, 'val')
+  for c in sorted(os.listdir(val))[2:5]:
+    shutil.copytree(os.path.join(val, c), images / c)
+  csv_path = tmp_path / 'preds.csv'
+  result = evaluate.evaluate([trained_workdir], [None], views=('center',), batch_size=8,
+                             images=str(images), predictions=str(csv_path))
+  model, params, _ = inference.restore(trained_workdir)
+  files = sorted(str(p) for p in images.glob('*/*'))  # ImageFolder's order
+  labels = np.array([model.class_names.index(os.path.basename(os.path.dirname(f)))
+                     for f in files])
+  # By hand: the centre patch of each file through the network, softmax, counts in NumPy.
+  probs = _numpy_softmax(np.asarray(model.logits(params, model.preprocess(files)), np.float64))
+  top1 = probs.argmax(-1)
+  center = result['members'][0]['center']
+  assert center['images'] == len(files) == 12
+  assert result['class_names'] == list(model.class_names)
+  confusion = np.zeros((10, 10), int)
+  for t, p in zip(labels, top1):
+    confusion[t, p] += 1
+  np.testing.assert_array_equal(center['confusion'], confusion)
+  for c in range(10):
+    rows = labels == c
+    if not rows.any():
+      assert center['per_class_top1_acc'][c] is None and center['per_class_images'][c] == 0
+      continue
+    assert center['per_class_top1_acc'][c] == pytest.approx(np.mean(top1[rows] == c))
+    top5 = np.argsort(-probs[rows], axis=-1)[:, :5]
+    assert center['per_class_top5_acc'][c] == pytest.approx(np.mean((top5 == c).any(-1)))
+  assert center['top1_err'] == pytest.approx(np.mean(top1 != labels))
+  # The predictions file: one row per image, the top-5 and their probabilities, best first.
+  with open(csv_path) as f:
+    rows = list(csv.DictReader(f))
+  assert [r['file'] for r in rows] == files
+  for r, p, label in zip(rows, probs, labels):
+    order = np.argsort(-p)[:5]
+    assert r['label'] == model.class_names[label]
+    assert [r[f'top{j}'] for j in range(1, 6)] == [model.class_names[i] for i in order]
+    np.testing.assert_allclose([float(r[f'p_top{j}']) for j in range(1, 6)], p[order],
+                               rtol=1e-4)
+    assert float(r['p_label']) == pytest.approx(p[label], rel=1e-4)
+  # The confusion matrix as a picture.
+  [png] = evaluate.confusion_pngs(result, str(tmp_path / 'eval'))
+  assert png.endswith('eval-confusion-center.png') and Image.open(png).format == 'PNG'

@@ -1,10 +1,14 @@
 """The experiment tools as a newcomer runs them: a sweep, the figures, the curves."""
 
 import csv
+import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from experiments import curves, figure1, figure3, figure4, sweep, sweeps
@@ -58,6 +62,26 @@ def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
   assert os.path.getmtime(tmp_path / 'runs' / 'baseline' / 'metrics.jsonl') == mtime
 
 
+def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys):
+  small = sweeps.Sweep('test', 'configs/demo.py', {'baseline': {}, 'no_lrn': {'model.lrn': False}})
+  for name, overrides in (('baseline', {'num_epochs': '2'}),
+                          ('no_lrn', {'num_epochs': '2', 'model.lrn': False})):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / 'run.json').write_text(json.dumps(
+        {'name': name, 'base': 'configs/demo.py', 'overrides': overrides, 'returncode': 0,
+         'wall_s': 1.0}))
+  with pytest.raises(SystemExit, match=r'baseline: num_epochs=2 \(this sweep: 3\); no_lrn: '
+                     r'num_epochs=2 \(this sweep: 3\)\. Give another --root'):
+    sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '3'})
+  with pytest.raises(SystemExit, match=r'baseline: base configs/demo.py \(this sweep: configs/pap'):
+    sweep.run_sweep(small, str(tmp_path), base='configs/paper.py', common={'num_epochs': '2'},
+                    only=['baseline'], gather_only=True)
+  # The same settings find the runs finished: nothing is trained again.
+  rows = sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '2'})
+  assert [r['run'] for r in rows] == ['baseline', 'no_lrn']
+  assert 'error' not in capsys.readouterr().err
+
+
 def test_sweep_command_line_rejects_unknown_runs(tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--sweep=lrn',
                          f'--root={tmp_path}', '--only=nonsense'], cwd=REPO,
@@ -77,9 +101,73 @@ def test_figures_and_curves_from_a_checkpoint(trained_workdir, tmp_path):
                              labels=['a', 'b']))
 
 
+def test_figure_scripts_write_beside_the_run_not_over_the_committed_figures(trained_workdir,
+                                                                          tmp_path):
+  workdir = shutil.copytree(trained_workdir, tmp_path / 'run')
+  committed = os.path.join(REPO, 'experiments', 'figures', 'figure3.png')
+  before = os.path.getmtime(committed)
+  proc = subprocess.run([sys.executable, '-m', 'experiments.figure3', f'--workdir={workdir}'],
+                        cwd=REPO, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert _is_png(workdir / 'figure3.png') and os.path.getmtime(committed) == before
+
+
 def test_figure1_reads_the_epoch_a_target_is_reached():
   recs = [{'epoch': 1.0, 'top1_err': 0.5}, {'epoch': 2.0, 'top1_err': 0.3},
           {'epoch': 3.0, 'top1_err': 0.2}]
   assert figure1.epochs_to(recs, 0.25) == 2.5
   assert figure1.epochs_to(recs, 0.5) == 1.0
   assert figure1.epochs_to(recs, 0.1) is None
+
+
+_SLURM_CONFIG = '''from tests.conftest import small_config
+
+
+def get_config():
+  config = small_config({root!r}, {cache!r})
+  config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  return config
+'''
+
+# SLURM's srun on one machine: SLURM_NTASKS copies of the command, each with its task's ids.
+_FAKE_SRUN = '''#!/bin/bash
+while [[ $1 == -* ]]; do shift; done
+pids=()
+for ((i = 0; i < SLURM_NTASKS; i++)); do
+  SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST SLURM_PROCID=$i SLURM_LOCALID=$i "$@" &
+  pids+=($!)
+done
+rc=0
+for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+exit $rc
+'''
+
+
+def test_slurm_script_trains_on_two_hosts_from_slurms_variables(shapes_dir, tmp_path):
+  """experiments/slurm/train.sbatch as SLURM runs it: two tasks of two CPU devices each, which
+  find each other through SLURM's variables alone (no coordinator address or process id)."""
+  config_file = tmp_path / 'slurm_config.py'
+  config_file.write_text(_SLURM_CONFIG.format(root=shapes_dir, cache=str(tmp_path / 'cache')))
+  (tmp_path / 'bin').mkdir()
+  (tmp_path / 'bin' / 'srun').write_text(_FAKE_SRUN)
+  (tmp_path / 'bin' / 'srun').chmod(0o755)
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  cluster = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
+             'JAX_LOCAL_DEVICE_IDS', 'JAX_PLATFORMS', 'XLA_FLAGS')
+  env = {k: v for k, v in os.environ.items() if not k.startswith('SLURM_') and k not in cluster}
+  env.update(PATH=f'{tmp_path / "bin"}:{env["PATH"]}', PYTHON=sys.executable, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2', SLURM_JOB_ID='4242',
+             SLURM_JOB_NODELIST='localhost', SLURM_NTASKS='2', SLURM_SUBMIT_DIR=REPO,
+             JAX_COORDINATOR_PORT=str(port))
+  proc = subprocess.run(['bash', os.path.join(REPO, 'experiments', 'slurm', 'train.sbatch'),
+                         str(config_file), str(tmp_path / 'run'), '--config.mesh.model=2'],
+                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                        check=False)
+  out = proc.stdout + proc.stderr
+  assert proc.returncode == 0, out[-3000:]
+  assert 'Process 0 of 2' in out and 'Process 1 of 2' in out
+  assert "Mesh: {'data': 2, 'model': 2}" in out  # four devices of two processes, one mesh
+  assert os.path.isdir(tmp_path / 'run' / 'checkpoints' / '2')
+  assert out.count('final metrics') == 2

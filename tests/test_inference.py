@@ -61,6 +61,19 @@ def test_predict_ranks_classes_by_the_networks_softmax(trained_workdir, shapes_d
   assert ten.ids.shape == (2, 1)
 
 
+def test_predict_refuses_float_images_on_the_0_1_scale(trained_workdir, shapes_dir):
+  model, params, _ = alexnet_jax.restore(trained_workdir)
+  pixels = np.asarray(Image.open(_val_files(shapes_dir)[0]).convert('RGB'))
+  with pytest.raises(ValueError, match=r'values in \[0, 1\].*image \* 255'):
+    alexnet_jax.predict(model, params, pixels.astype(np.float32) / 255)
+  with pytest.raises(ValueError, match='must lie in 0-255'):
+    alexnet_jax.predict(model, params, pixels.astype(np.float32) * 2)
+  as_float = alexnet_jax.predict(model, params, pixels.astype(np.float32), top_k=3)
+  as_uint8 = alexnet_jax.predict(model, params, pixels, top_k=3)
+  np.testing.assert_array_equal(as_float.ids, as_uint8.ids)
+  np.testing.assert_allclose(as_float.probs, as_uint8.probs, rtol=1e-6)
+
+
 def test_imagenet_models_name_their_classes():
   names = inference.imagenet_names()
   assert len(names) == 1000 and inference.imagenet_synsets()[0] == 'n01440764'
@@ -105,16 +118,23 @@ def test_fc7_features_are_the_last_hidden_layer(trained_workdir, shapes_dir):
                              atol=1e-4)
 
 
-def test_colab_notebook_runs_headless(trained_workdir, shapes_dir, monkeypatch):
+def test_colab_notebook_runs_headless(trained_workdir, shapes_dir, monkeypatch, tmp_path):
+  """The notebook in a fresh kernel started in experiments/, as Jupyter does, on the trained
+  fixture (given a checkpoint, it trains nothing)."""
   monkeypatch.setenv('ALEXNET_CHECKPOINT', trained_workdir)
   monkeypatch.setenv('ALEXNET_IMAGES', os.path.join(shapes_dir, 'val'))
+  monkeypatch.setenv('ALEXNET_OUT', str(tmp_path))
   monkeypatch.setenv('MPLBACKEND', 'Agg')
   nb = nbformat.read(os.path.join(REPO, 'experiments', 'colab_restore.ipynb'), as_version=4)
   NotebookClient(nb, timeout=300, kernel_name='python3',
-                 resources={'metadata': {'path': REPO}}).execute()
+                 resources={'metadata': {'path': os.path.join(REPO, 'experiments')}}).execute()
   text = '\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
                    for o in cell.get('outputs', []))
+  assert 'installed before: True' in text and 'demo trained' not in text
   assert 'parameters' in text and 'top-5' in text and 'kernel grid: (' in text
+  assert 'figure 4: written' in text
+  for figure in ('figure3.png', 'figure4.png'):
+    assert Image.open(tmp_path / figure).format == 'PNG'
 
 
 def test_restore_decodes_as_training_did(trained_workdir, shapes_dir, tmp_path):

@@ -35,3 +35,19 @@ def test_paper_config_without_imagenet_says_where_it_looked(tmp_path):
   assert result.returncode != 0
   assert str(tmp_path / 'nowhere' / 'train') in result.stderr
   assert '--config.data.train_dir' in result.stderr and 'Traceback' not in result.stderr
+
+
+def test_imagenette_without_its_data_names_imagenette_dir(tmp_path, monkeypatch):
+  result = _run('--config=configs/imagenette_small.py', f'--workdir={tmp_path / "run"}',
+                env={'IMAGENETTE_DIR': str(tmp_path / 'nowhere')})
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert str(tmp_path / 'nowhere' / 'train') in result.stderr
+  assert 'IMAGENETTE_DIR for configs/imagenette.py' in result.stderr
+  # Unset, the default is the copy beside the repository, whatever the working directory.
+  monkeypatch.delenv('IMAGENETTE_DIR', raising=False)
+  monkeypatch.chdir(tmp_path)
+  from configs import imagenette, imagenette_small  # pylint: disable=g-import-not-at-top
+  expected = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'imagenette', 'train')
+  assert imagenette.get_config().data.train_dir == expected
+  assert imagenette_small.get_config().data.train_dir == expected
+  assert imagenette_small.get_config().data.tfds_name == 'imagenette'

@@ -79,6 +79,42 @@ def test_training_pipeline_reads_packed_shards(photo_dir, tmp_path):
   assert sorted(labels.tolist()) == sorted(packed[i]['label'] for i in range(18))
 
 
+def test_prepare_max_images_packs_the_first_of_each_class(photo_dir, tmp_path):
+  out = tmp_path / 'packed'
+  proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.prepare', '--config=configs/default.py',
+                         f'--config.data.train_dir={photo_dir}',
+                         f'--config.data.val_dir={photo_dir}',
+                         '--config.data.resize_size=32', '--config.data.threads=2',
+                         '--max_images=2', f'--out={out}'],
+                        cwd=REPO, capture_output=True, text=True, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert 'train: 6 images packed' in proc.stdout and 'val: 6 images packed' in proc.stdout
+  original = sources.ImageFolder(photo_dir)
+  first_two = [i for i in range(len(original))
+               if list(original.labels[:i]).count(original.labels[i]) < 2]
+  for split in ('train', 'val'):
+    packed = sources.Packed(str(out), split)
+    assert [packed[i]['name'] for i in range(len(packed))] == [original[i]['name']
+                                                               for i in first_two]
+  assert json.load(open(out / 'info.json'))['max_images_per_class'] == 2
+
+
+def test_first_per_class_reads_labels_from_records_when_a_source_lists_none(photo_dir):
+  class Unlisted:  # as TFDS: labels only inside the records
+    def __init__(self, src):
+      self.src, self.class_names, self.key = src, src.class_names, 'unlisted'
+
+    def __len__(self):
+      return len(self.src)
+
+    def __getitem__(self, i):
+      return self.src[i]
+  original = sources.ImageFolder(photo_dir)
+  subset = sources.FirstPerClass(Unlisted(original), 1)
+  assert [int(subset[i]['label']) for i in range(len(subset))] == [0, 1, 2]
+  assert subset[1]['name'] == original[6]['name']
+
+
 def test_prepare_answers_missing_images_in_one_line_and_writes_nothing(tmp_path):
   out = tmp_path / 'packed'
   proc = subprocess.run([sys.executable, '-m', 'alexnet_jax.prepare', '--config=configs/default.py',

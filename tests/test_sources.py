@@ -1,5 +1,6 @@
 """Every layout of a dataset, built from real JPEG files, read back with the right labels."""
 
+import importlib
 import io
 import os
 import pickle
@@ -159,6 +160,22 @@ def test_tfds_source_goes_to_workers_and_gives_statistics(tfds_dir):
 def test_tfds_missing_dataset_is_explained(tmp_path):
   with pytest.raises(DataError, match='--file_format=array_record'):
     sources.TFDS('photo_set', 'train', str(tmp_path))
+  # A dataset TFDS knows how to download is reported, not downloaded or generated.
+  with pytest.raises(DataError, match=f"'imagenette' is not prepared in '{tmp_path}'.*"
+                     f'tfds build imagenette --file_format=array_record --data_dir={tmp_path}'):
+    sources.TFDS('imagenette', 'train', str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize('name', ['paper', 'one_tower', 'imagenette', 'imagenette_small',
+                                  'cifar10'])
+def test_every_config_names_its_tfds_dataset(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  expected = {'cifar10': 'cifar10', 'imagenette': 'imagenette', 'imagenette_small': 'imagenette'}
+  assert config.data.tfds_name == expected.get(name, 'imagenet2012')
+  assert tfds.builder_cls(config.data.tfds_name)  # a dataset TFDS knows how to build
+  # TFDS's split names: CIFAR-10 has no 'validation', its test set serves.
+  assert config.data.tfds_eval_split == ('test' if name == 'cifar10' else 'validation')
 
 
 def test_config_picks_the_source(photo_dir, flat_val, tfds_dir):
