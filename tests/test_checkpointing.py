@@ -40,13 +40,8 @@ def _iterator():
   return iter(grain.MapDataset.range(1000).to_iter_dataset())
 
 
-# Under pytest-xdist (the README's test command), the tests that share one of this module's
-# expensive fixtures run on one worker, which computes it once.
-_SHARED_SYNTHETIC_RUN = pytest.mark.xdist_group('checkpointing_synthetic_run')
-_SHARED_TWO_DEVICE_RUN = pytest.mark.xdist_group('checkpointing_two_device_run')
 
-
-@pytest.fixture(scope='session')  # once per worker, not again after another module
+@pytest.fixture(scope='module')
 def synthetic_run(tmp_path_factory):
   """Checkpoints at steps 1, 2 and 3 of a small state; at step s the iterator yields 10 s next."""
   workdir = str(tmp_path_factory.mktemp('synthetic') / 'run')
@@ -91,7 +86,6 @@ DAMAGE = {
 }
 
 
-@_SHARED_SYNTHETIC_RUN
 @pytest.mark.parametrize('damage', sorted(DAMAGE))
 def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_restored(
     synthetic_run, tmp_path, damage, caplog):
@@ -116,7 +110,6 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_restored(
   assert checkpointing.load(str(workdir)).step == 3
 
 
-@_SHARED_SYNTHETIC_RUN
 def test_when_every_checkpoint_is_damaged_the_run_stops_and_nothing_moves(synthetic_run,
                                                                           tmp_path):
   workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
@@ -131,7 +124,6 @@ def test_when_every_checkpoint_is_damaged_the_run_stops_and_nothing_moves(synthe
   assert checkpointing.restore_newest(empty, _state(0), CONFIG, str(tmp_path / 'new')) is None
 
 
-@_SHARED_SYNTHETIC_RUN
 def test_a_checkpoint_of_another_config_is_refused_not_skipped(synthetic_run, tmp_path):
   workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
   shutil.rmtree(workdir / 'checkpoints' / '3' / 'state')
@@ -199,7 +191,6 @@ def test_a_refused_write_is_one_line_and_the_earlier_checkpoint_resumes(tmp_path
   assert checkpointing.load(workdir).step == 2
 
 
-@_SHARED_SYNTHETIC_RUN
 def test_a_save_that_cannot_fit_is_refused_before_writing(synthetic_run, tmp_path, monkeypatch):
   workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
   mgr = checkpointing.manager(str(workdir), keep=5)
@@ -243,7 +234,7 @@ train.train_and_evaluate(config, sys.argv[3])
 '''
 
 
-@pytest.fixture(scope='session')  # once per worker, not again after another module
+@pytest.fixture(scope='module')
 def two_device_run(shapes_dir, tmp_path_factory):
   """(workdir, log) of the tiny run trained with one tower on each of two devices."""
   root = tmp_path_factory.mktemp('two_devices')
@@ -256,7 +247,6 @@ def two_device_run(shapes_dir, tmp_path_factory):
   return str(root / 'run'), proc.stderr
 
 
-@_SHARED_TWO_DEVICE_RUN
 def test_two_device_checkpoint_is_evaluated_restored_and_exported_on_one(two_device_run,
                                                                          shapes_dir, tmp_path):
   assert jax.device_count() == 1
@@ -284,7 +274,6 @@ def test_two_device_checkpoint_is_evaluated_restored_and_exported_on_one(two_dev
   assert list(exported['class_names']) == list(loaded.class_names) and exported['step'] == 6
 
 
-@_SHARED_TWO_DEVICE_RUN
 def test_two_device_checkpoint_resumes_onto_a_one_device_mesh(two_device_run, shapes_dir,
                                                               tmp_path):
   workdir, _ = two_device_run
@@ -305,7 +294,6 @@ def test_two_device_checkpoint_resumes_onto_a_one_device_mesh(two_device_run, sh
   assert state.params['fc6']['kernel'].sharding.mesh.shape == {'data': 1, 'model': 1}
 
 
-@_SHARED_TWO_DEVICE_RUN
 def test_readme_reads_the_checkpoint_with_plain_orbax(two_device_run, tmp_path):
   workdir, _ = two_device_run
   with open(os.path.join(REPO, 'README.md')) as f:
@@ -325,7 +313,6 @@ def test_readme_reads_the_checkpoint_with_plain_orbax(two_device_run, tmp_path):
   assert namespace['class_names'] == list(exported['class_names'])
 
 
-@_SHARED_TWO_DEVICE_RUN
 def test_logs_keep_the_projects_lines_and_library_warnings_but_no_library_info(two_device_run):
   _, log = two_device_run
   lines = log.splitlines()

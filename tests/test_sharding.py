@@ -55,12 +55,8 @@ def _sharded_steps(devices: int, *layouts: str) -> dict:
   return {r['layout']: r for r in runs}
 
 
-# Under pytest-xdist (the README's test command), the tests that share this module's expensive
-# fixture run on one worker, which computes it once.
-_SHARED_LAYOUTS = pytest.mark.xdist_group('sharding_layouts')
 
-
-@pytest.fixture(scope='session')  # once per worker, not again after another module
+@pytest.fixture(scope='module')
 def layouts():
   """Towers (1x2), data-parallel (2x1) on 2 devices; both (2x2), data-parallel (4x1) on 4."""
   return _sharded_steps(4, '1x2', '2x1', '2x2', '4x1')
@@ -105,17 +101,14 @@ def _assert_tower_pattern(collectives, data_parallel: bool):
     assert grad_sum[0]['groups'] != tower[0]['groups']
 
 
-@_SHARED_LAYOUTS
 def test_tower_layout_communicates_only_into_conv3_and_the_fc_layers(layouts):
   _assert_tower_pattern(layouts['1x2']['collectives'], data_parallel=False)
 
 
-@_SHARED_LAYOUTS
 def test_towers_and_data_parallel_2x2(layouts):
   _assert_tower_pattern(layouts['2x2']['collectives'], data_parallel=True)
 
 
-@_SHARED_LAYOUTS
 @pytest.mark.parametrize('layout', ['2x1', '4x1'])
 def test_data_parallel_layout_only_sums_gradients(layouts, layout):
   collectives = layouts[layout]['collectives']
@@ -125,7 +118,6 @@ def test_data_parallel_layout_only_sums_gradients(layouts, layout):
   assert all(c['from'].endswith('top_k') for c in collectives if c not in grad_sum)
 
 
-@_SHARED_LAYOUTS
 @pytest.mark.parametrize('layout', ['1x2', '2x1', '2x2', '4x1'])
 def test_sharded_steps_equal_single_device_steps(layouts, layout):
   run = layouts[layout]
