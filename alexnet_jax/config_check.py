@@ -124,6 +124,8 @@ def _validate_recipe(config, d: ml_collections.ConfigDict, o: ml_collections.Con
   _require(config.log_every_steps >= 1, 'log_every_steps', config.log_every_steps, 'must be >= 1')
   _require(config.checkpoint_every_steps >= 1, 'checkpoint_every_steps',
            config.checkpoint_every_steps, 'must be >= 1')
+  _require(config.diagnostics_every_steps >= 0, 'diagnostics_every_steps',
+           config.diagnostics_every_steps, 'must be >= 0 (0 is off)')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints', config.keep_checkpoints,
            'must be >= 1')
   _require(config.eval_every_steps == -1 or config.eval_every_steps >= 1, 'eval_every_steps',

@@ -99,6 +99,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1       # -1: once per epoch (the plateau rule evaluates per epoch)
   c.log_every_steps = 100
   c.checkpoint_every_steps = 2000
+  # Every this many steps, a 'diag' row: dead ReLUs per layer and gradient, update and parameter
+  # norms (alexnet_jax/diagnostics.py), at the cost of one more forward and backward pass. 0: off.
+  c.diagnostics_every_steps = 100
   c.keep_checkpoints = 3
   # A step whose loss or parameters are not finite stops the run (False) or is skipped and
   # counted (True); either way no checkpoint of a diverged state is ever written.

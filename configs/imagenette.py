@@ -25,5 +25,6 @@ def get_config():
   config.data.tfds_name = 'imagenette'
   config.eval_every_steps = -1
   config.log_every_steps = 10
+  config.diagnostics_every_steps = 25
   config.checkpoint_every_steps = 500
   return config
