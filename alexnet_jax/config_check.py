@@ -113,6 +113,10 @@ def _validate_recipe(config, d: ml_collections.ConfigDict, o: ml_collections.Con
   _require(o.base_lr > 0, 'optim.base_lr', o.base_lr, 'must be positive')
   _require(0 <= o.momentum < 1, 'optim.momentum', o.momentum, 'must be in [0, 1)')
   _require(o.weight_decay >= 0, 'optim.weight_decay', o.weight_decay, 'must be >= 0')
+  _require(o.fc8_lr_scale > 0, 'optim.fc8_lr_scale', o.fc8_lr_scale,
+           'must be positive (1 is the paper; num_classes / 1000 for fewer classes)')
+  _require(o.fc8_lr_scale == 1.0 or config.model.get('arch', 'alexnet') == 'alexnet',
+           'optim.fc8_lr_scale', o.fc8_lr_scale, 'only AlexNet has an fc8; leave it at 1')
   _require(0 < o.lr_factor <= 1, 'optim.lr_factor', o.lr_factor, 'must be in (0, 1]')
   _require(o.plateau_patience >= 1, 'optim.plateau_patience', o.plateau_patience, 'must be >= 1')
   _require(o.max_lr_drops >= 0, 'optim.max_lr_drops', o.max_lr_drops, 'must be >= 0')

@@ -54,7 +54,7 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
   tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
-                    optim_config.decay_biases)
+                    optim_config.decay_biases, optim_config.fc8_lr_scale)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
