@@ -29,11 +29,25 @@ def _is_layer(module, method_name: str) -> bool:
   return method_name == '__call__' and module.name in HIDDEN_LAYERS
 
 
+def forward(apply_fn, params, images: jax.Array, **kwargs) -> tuple[jax.Array, dict]:
+  """The logits, and the input of each hidden layer's ReLU (the output of its conv or dense
+  module), by layer name; `kwargs` go to `apply_fn` (train, rngs)."""
+  logits, captured = apply_fn({'params': params}, images, capture_intermediates=_is_layer,
+                              mutable=['intermediates'], **kwargs)
+  return logits, {name: out['__call__'][0] for name, out in captured['intermediates'].items()}
+
+
 def dead_fraction(pre_activation: jax.Array) -> jax.Array:
   """The fraction of units (last axis) whose input is <= 0 at every image and position, i.e.
   whose ReLU outputs 0 throughout the batch."""
   dead = jnp.all(pre_activation <= 0, axis=tuple(range(pre_activation.ndim - 1)))
   return dead.astype(jnp.float32).mean()
+
+
+def dead_fractions(pre_activations: dict) -> dict:
+  """`dead_<layer>` for each hidden layer present, in network order."""
+  return {f'dead_{name}': dead_fraction(pre_activations[name])
+          for name in HIDDEN_LAYERS if name in pre_activations}
 
 
 def _norms(tree) -> dict:
@@ -54,19 +68,14 @@ def diagnose(state, batch: dict, rng: jax.Array, norm: input_pipeline.Normalizat
   images = augment_fn(batch['image'], norm, augment_rng)
 
   def loss_fn(params):
-    # The outputs of the conv and dense modules are the units' inputs, before the ReLU.
-    logits, captured = state.apply_fn({'params': params}, images, train=True,
-                                      rngs={'dropout': dropout_rng},
-                                      capture_intermediates=_is_layer, mutable=['intermediates'])
+    logits, inputs = forward(state.apply_fn, params, images, train=True,
+                             rngs={'dropout': dropout_rng})
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    return loss, captured['intermediates']
+    return loss, inputs
 
   (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, _ = state.tx.update(grads, state.opt_state, state.params)
-  metrics = {'loss': loss}
-  for name in HIDDEN_LAYERS:
-    if name in inputs:
-      metrics[f'dead_{name}'] = dead_fraction(inputs[name]['__call__'][0])
+  metrics = {'loss': loss, **dead_fractions(inputs)}
   for kind, tree in (('grad', grads), ('update', updates), ('param', state.params)):
     metrics.update({f'{kind}_norm_{name}': n for name, n in _norms(tree).items()})
   return metrics
