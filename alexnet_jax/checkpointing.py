@@ -46,7 +46,7 @@ _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_bia
 # Within those, switches that pick a faster computation of the same mathematics and parameters.
 _MAY_DIFFER = ('model.split_towers', 'model.space_to_depth')
 # Fields added after checkpoints were written, with the value their older code behaved as.
-_ADDED = {'optim.fc8_lr_scale': 1.0}
+_ADDED = {'optim.fc8_lr_scale': 1.0, 'model.positive_bias': 1.0}
 
 _NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
              errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '

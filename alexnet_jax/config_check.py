@@ -80,6 +80,8 @@ def _validate_alexnet(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict
   _require(m.pool_window >= 1 and m.pool_stride >= 1, 'model.pool_window', m.pool_window,
            'pooling window and stride must be positive')
   _require(m.init_std > 0, 'model.init_std', m.init_std, 'must be positive')
+  _require(m.positive_bias >= 0, 'model.positive_bias', m.positive_bias,
+           'must be >= 0 (the paper: 1; Caffe: 0.1)')
   _require(set(m.skip_convs) <= set(MIDDLE_CONVS), 'model.skip_convs', m.skip_convs,
            f'only the middle conv layers {MIDDLE_CONVS} can be removed')
   sizes = spatial_sizes(d.crop_size, m.conv1_padding, m.pool_window, m.pool_stride)

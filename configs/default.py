@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.dropout_rate = 0.5
   m.init_scheme = 'paper'        # 'paper': every kernel N(0, init_std^2) | 'he': fan-in scaled
   m.init_std = 0.01
+  m.positive_bias = 1.0         # the biases of conv2, conv4, conv5, fc6, fc7 (Caffe: 0.1)
   m.input_std = 64.0             # pixel std that init_scheme='he' scales conv1 for
   m.input_scale = 1.0           # images are multiplied by this first (paper: raw 0-255 values)
   m.dtype = 'float32'           # compute dtype: 'float32' | 'bfloat16'
