@@ -96,6 +96,7 @@ class DeathWatch:
       shown = ', '.join(f'{name} {metrics[f"dead_{name}"]:.0%}' for name in dead)
       logging.warning('Dead ReLUs at step %d: %s of the units pass no gradient on this batch. '
                       'The layer has stopped learning; a loss stuck at ln(classes) follows. '
-                      'Lower optim.base_lr, or with few classes set optim.fc8_lr_scale to '
-                      'num_classes / 1000 (experiments/README.md).', step, shown)
+                      'With few classes and the paper\'s biases of 1, set '
+                      'model.positive_bias=0.1 (experiments/README.md); else lower '
+                      'optim.base_lr.', step, shown)
     return dead

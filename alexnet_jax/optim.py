@@ -9,7 +9,8 @@ Update rule, with the learning rate eps *inside* the momentum buffer:
 constant and differ after every learning-rate drop.
 
 `fc8_lr_scale` multiplies eps for the output layer alone. The paper's value is 1; with K classes
-instead of ImageNet's 1000, K / 1000 moves each logit per step as much as the paper's recipe does
+instead of ImageNet's 1000, K / 1000 makes fc8's own share of each logit's move per step what it
+is on ImageNet. The hidden layers' share stays, so on 10 classes it is not enough by itself
 (experiments/README.md, "Why the paper's recipe dies on 10 classes").
 """
 

@@ -82,8 +82,8 @@ def get_config() -> ml_collections.ConfigDict:
   o.momentum = 0.9
   o.weight_decay = 5e-4
   o.decay_biases = False        # PAPER.md default: weight decay on kernels only
-  # fc8's rate is base_lr times this. Paper: 1. With K classes, K / 1000 moves each logit per step
-  # as much as on ImageNet; 1 kills a 10-class net in a few steps (experiments/README.md).
+  # fc8's rate is base_lr times this. Paper: 1. With K classes, K / 1000 gives fc8's share of each
+  # logit's move per step as on ImageNet (alone, not enough on 10 classes: experiments/README.md).
   o.fc8_lr_scale = 1.0
   o.lr_policy = 'plateau'       # 'plateau' (the paper) | 'step' (fixed epochs) | 'constant'
   o.lr_factor = 0.1             # "divided by 10"
