@@ -48,7 +48,8 @@ def draw(workdirs: list[str], out: str, labels: list[str] | None = None, metric:
       for split, style in splits:
         recs = [r for r in records.get(split, []) if name in r]
         ax.plot([r['epoch'] for r in recs], [scale * r[name] for r in recs], style,
-                color=f'C{i % 10}', label=f'{label} ({split})', lw=1.2)
+                color=f'C{i % 10}', label=f'{label} ({split})', lw=1.2,
+                marker='o' if split == 'diag' else None, ms=3)  # diag rows are sparse
     ax.set_xlabel('epoch')
     ax.set_ylabel(_axis_label(name))
     ax.grid(alpha=0.3)
