@@ -41,10 +41,12 @@ DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
 # Config sections that change what a checkpoint's numbers mean: resuming with other values would
 # silently continue a different experiment.
 _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
-               'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
+               'optim.fc8_lr_scale', 'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
                'data.workers')  # the input position is saved per worker process
 # Within those, switches that pick a faster computation of the same mathematics and parameters.
 _MAY_DIFFER = ('model.split_towers', 'model.space_to_depth')
+# Fields added after checkpoints were written, with the value their older code behaved as.
+_ADDED = {'optim.fc8_lr_scale': 1.0, 'model.positive_bias': 1.0}
 
 _NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
              errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
@@ -278,7 +280,7 @@ def _flatten(d: dict, prefix: str = '') -> dict:
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
   """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
-  old, new = _flatten(saved), _flatten(json.loads(config.to_json()))
+  old, new = {**_ADDED, **_flatten(saved)}, _flatten(json.loads(config.to_json()))
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
            if old.get(k) != new.get(k) and k not in _MAY_DIFFER

@@ -80,6 +80,8 @@ def _validate_alexnet(m: ml_collections.ConfigDict, d: ml_collections.ConfigDict
   _require(m.pool_window >= 1 and m.pool_stride >= 1, 'model.pool_window', m.pool_window,
            'pooling window and stride must be positive')
   _require(m.init_std > 0, 'model.init_std', m.init_std, 'must be positive')
+  _require(m.positive_bias >= 0, 'model.positive_bias', m.positive_bias,
+           'must be >= 0 (the paper: 1; Caffe: 0.1)')
   _require(set(m.skip_convs) <= set(MIDDLE_CONVS), 'model.skip_convs', m.skip_convs,
            f'only the middle conv layers {MIDDLE_CONVS} can be removed')
   sizes = spatial_sizes(d.crop_size, m.conv1_padding, m.pool_window, m.pool_stride)
@@ -113,6 +115,10 @@ def _validate_recipe(config, d: ml_collections.ConfigDict, o: ml_collections.Con
   _require(o.base_lr > 0, 'optim.base_lr', o.base_lr, 'must be positive')
   _require(0 <= o.momentum < 1, 'optim.momentum', o.momentum, 'must be in [0, 1)')
   _require(o.weight_decay >= 0, 'optim.weight_decay', o.weight_decay, 'must be >= 0')
+  _require(o.fc8_lr_scale > 0, 'optim.fc8_lr_scale', o.fc8_lr_scale,
+           'must be positive (1 is the paper; num_classes / 1000 for fewer classes)')
+  _require(o.fc8_lr_scale == 1.0 or config.model.get('arch', 'alexnet') == 'alexnet',
+           'optim.fc8_lr_scale', o.fc8_lr_scale, 'only AlexNet has an fc8; leave it at 1')
   _require(0 < o.lr_factor <= 1, 'optim.lr_factor', o.lr_factor, 'must be in (0, 1]')
   _require(o.plateau_patience >= 1, 'optim.plateau_patience', o.plateau_patience, 'must be >= 1')
   _require(o.max_lr_drops >= 0, 'optim.max_lr_drops', o.max_lr_drops, 'must be >= 0')
@@ -124,6 +130,8 @@ def _validate_recipe(config, d: ml_collections.ConfigDict, o: ml_collections.Con
   _require(config.log_every_steps >= 1, 'log_every_steps', config.log_every_steps, 'must be >= 1')
   _require(config.checkpoint_every_steps >= 1, 'checkpoint_every_steps',
            config.checkpoint_every_steps, 'must be >= 1')
+  _require(config.diagnostics_every_steps >= 0, 'diagnostics_every_steps',
+           config.diagnostics_every_steps, 'must be >= 0 (0 is off)')
   _require(config.keep_checkpoints >= 1, 'keep_checkpoints', config.keep_checkpoints,
            'must be >= 1')
   _require(config.eval_every_steps == -1 or config.eval_every_steps >= 1, 'eval_every_steps',

@@ -19,7 +19,8 @@ from jax.sharding import PartitionSpec as P
 # The device-mesh axis that holds one tower per device (alexnet_jax.sharding builds the mesh).
 TOWER_AXIS = 'model'
 
-# Section 3.1: biases are 1 in conv2, conv4, conv5 and the hidden FC layers, 0 elsewhere.
+# Section 5: biases are 1 (`positive_bias`) in conv2, conv4, conv5 and the hidden FC layers, 0
+# elsewhere.
 _BIAS_ONE = frozenset({'conv2', 'conv4', 'conv5', 'fc6', 'fc7'})
 
 
@@ -186,6 +187,10 @@ class AlexNet(nn.Module):
       (Section 5); 'he' scales each layer's Gaussian by its fan-in (He et al. 2015) with zero
       biases, which trains narrow variants from the first step.
     init_std: standard deviation of the zero-mean Gaussian for every kernel (paper: 0.01).
+    positive_bias: the constant of the biases the paper sets to 1 (conv2, conv4, conv5, fc6,
+      fc7) under init_scheme 'paper'. Caffe's AlexNet uses 0.1: the mean activation these biases
+      create multiplies every update's effect on all images alike, which few classes cannot
+      afford (experiments/README.md).
     input_std: the input pixels' standard deviation that 'he' scales conv1 for (mean-subtracted
       0-255 pixels: about 64).
     input_scale: multiplies the images before conv1 (paper: 1, the network sees the centred
@@ -219,6 +224,7 @@ class AlexNet(nn.Module):
   dropout_rate: float = 0.5
   init_scheme: Literal['paper', 'he'] = 'paper'
   init_std: float = 0.01
+  positive_bias: float = 1.0
   input_std: float = 64.0
   input_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
@@ -236,7 +242,7 @@ class AlexNet(nn.Module):
 
   def _bias_init(self, name):
     one = self.init_scheme == 'paper' and name in _BIAS_ONE
-    return nn.initializers.constant(1.0 if one else 0.0)
+    return nn.initializers.constant(self.positive_bias if one else 0.0)
 
   def _conv(self, name, kernel, stride=1, padding=0, groups=1):
     index = int(name[-1]) - 1

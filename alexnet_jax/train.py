@@ -23,8 +23,8 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from alexnet_jax import (augment, checkpointing, config_check, data, input_pipeline, optim,
-                         preemption, sharding, stats, transforms)
+from alexnet_jax import (augment, checkpointing, config_check, data, diagnostics,
+                         input_pipeline, optim, preemption, sharding, stats, transforms)
 from alexnet_jax.errors import UserError
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.cifar_cnn import CifarCNN
@@ -54,7 +54,7 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
   tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
-                    optim_config.decay_biases)
+                    optim_config.decay_biases, optim_config.fc8_lr_scale)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -316,6 +316,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
                                 (state_sharding, replicated), donate_argnums=0)
     p_eval_step = sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
                                (state_sharding, batch_sharding, replicated), replicated)
+    # Compiled on its first call: a run with diagnostics off never builds it.
+    p_diagnose = sharding.jit(functools.partial(diagnostics.diagnose, augment_fn=augment_fn), mesh,
+                              (state_sharding, batch_sharding, replicated, replicated), replicated)
+    death = diagnostics.DeathWatch()
     writer = MetricWriter(workdir, enabled=is_main, resume_step=resumed_from)
     cleanup.callback(writer.close)
     writer.write_json('model.json', {'arch': config.model.get('arch', 'alexnet'),
@@ -337,7 +341,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         if lr != current_lr:  # a Python float: no device round trip per step
           state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
           current_lr = lr
-        state, metrics = p_train_step(state, next(train_iter), dropout_rng, device_norm)
+        batch = next(train_iter)
+        if config.diagnostics_every_steps and (step + 1) % config.diagnostics_every_steps == 0:
+          # What update step + 1 does to each layer, logged under that step (before it runs).
+          diag = jax.device_get(p_diagnose(state, batch, dropout_rng, device_norm))
+          writer.write('diag', step + 1, (step + 1) / steps_per_epoch, diag)
+          death.check(step + 1, diag)
+        state, metrics = p_train_step(state, batch, dropout_rng, device_norm)
         step += 1
         finite.add(step, metrics.pop('finite'))
         history.append(metrics)

@@ -33,6 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.dropout_rate = 0.5
   m.init_scheme = 'paper'        # 'paper': every kernel N(0, init_std^2) | 'he': fan-in scaled
   m.init_std = 0.01
+  m.positive_bias = 1.0         # the biases of conv2, conv4, conv5, fc6, fc7 (Caffe: 0.1)
   m.input_std = 64.0             # pixel std that init_scheme='he' scales conv1 for
   m.input_scale = 1.0           # images are multiplied by this first (paper: raw 0-255 values)
   m.dtype = 'float32'           # compute dtype: 'float32' | 'bfloat16'
@@ -81,6 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
   o.momentum = 0.9
   o.weight_decay = 5e-4
   o.decay_biases = False        # PAPER.md default: weight decay on kernels only
+  # fc8's rate is base_lr times this. Paper: 1. With K classes, K / 1000 gives fc8's share of each
+  # logit's move per step as on ImageNet (alone, not enough on 10 classes: experiments/README.md).
+  o.fc8_lr_scale = 1.0
   o.lr_policy = 'plateau'       # 'plateau' (the paper) | 'step' (fixed epochs) | 'constant'
   o.lr_factor = 0.1             # "divided by 10"
   o.plateau_patience = 3        # evaluations without improvement before a drop (not in the paper)
@@ -99,6 +103,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = -1       # -1: once per epoch (the plateau rule evaluates per epoch)
   c.log_every_steps = 100
   c.checkpoint_every_steps = 2000
+  # Every this many steps, a 'diag' row: dead ReLUs per layer and gradient, update and parameter
+  # norms (alexnet_jax/diagnostics.py), at the cost of one more forward and backward pass. 0: off.
+  c.diagnostics_every_steps = 100
   c.keep_checkpoints = 3
   # A step whose loss or parameters are not finite stops the run (False) or is skipped and
   # counted (True); either way no checkpoint of a diverged state is ever written.

@@ -176,7 +176,7 @@ def train_command(tiny: bool, imagenette_dir: str, packed: str | None, workers: 
            f'--config.data.val_dir={imagenette_dir}/val'])
   sizes = (['--config.batch_size=8', '--config.num_train_steps=6', '--config.log_every_steps=1',
             '--config.eval_every_steps=6', '--config.checkpoint_every_steps=3',
-            '--config.data.threads=2'] if tiny else [])
+            '--config.diagnostics_every_steps=3', '--config.data.threads=2'] if tiny else [])
   return [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/imagenette.py',
           f'--workdir={workdir}', *data, f'--config.data.workers={workers}', *sizes,
           *model_flags(tiny)]
@@ -230,7 +230,7 @@ def training_summary(workdir: str) -> dict:
   last = lambda split: next((r for r in reversed(records) if r.get('split') == split), None)
   ckpts = os.path.join(workdir, 'checkpoints')
   steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
-  return {'train': last('train'), 'val': last('val'), 'checkpoints': steps}
+  return {'train': last('train'), 'val': last('val'), 'diag': last('diag'), 'checkpoints': steps}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +304,16 @@ def _train_section(stage: dict) -> list[str]:
   return [f'{tr["step"]} steps ({tr.get("epoch", 0):.1f} epochs) in {stage["seconds"] / 60:.1f} '
           f'minutes; last logged training loss {_num(tr.get("loss"), ".3f")} at '
           f'{_num(tr.get("images_per_sec"), ".0f")} images/s; last validation top-1 error '
-          f'{_num(val.get("top1_err"), ".1%")}.', '', f'Stopping: {stage.get("note", "")}.']
+          f'{_num(val.get("top1_err"), ".1%")}.', *_dead_units(t.get('diag')), '',
+          f'Stopping: {stage.get("note", "")}.']
+
+
+def _dead_units(diag: dict | None) -> list[str]:
+  """The last diagnostics row's dead ReLUs per layer: a layer near 100% has stopped learning."""
+  if not diag:
+    return []
+  dead = ', '.join(f'{k[len("dead_"):]} {v:.0%}' for k, v in diag.items() if k.startswith('dead_'))
+  return ['', f'Dead units at step {diag["step"]} (<= 0 for the whole batch): {dead}.']
 
 
 def _evaluate_section(stage: dict) -> list[str]:

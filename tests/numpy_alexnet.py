@@ -47,18 +47,29 @@ def maxpool(x, z=3, s=2):
   return out
 
 
-def forward(params, images, conv1_padding=0, towers=2, act=lambda v: np.maximum(v, 0)):
-  """Logits of the network at test time (dropout off), PAPER.md's table row by row."""
+def forward(params, images, conv1_padding=0, towers=2, act=lambda v: np.maximum(v, 0),
+            record=None):
+  """Logits of the network at test time (dropout off), PAPER.md's table row by row.
+
+  `record`, a dict if given, receives each layer's input to its activation by layer name, and
+  `fc7_act` the fc7 activations fc8 reads.
+  """
   p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
+  record = {} if record is None else record
+
+  def unit(name, y):
+    record[name] = y
+    return act(y)
+
   x = images.astype(np.float64)
-  x = maxpool(lrn(act(conv(x, p['conv1']['kernel'], p['conv1']['bias'], 4, conv1_padding)),
+  x = maxpool(lrn(unit('conv1', conv(x, p['conv1']['kernel'], p['conv1']['bias'], 4,
+                                     conv1_padding)), towers=towers))
+  x = maxpool(lrn(unit('conv2', conv(x, p['conv2']['kernel'], p['conv2']['bias'], 1, 2, towers)),
                   towers=towers))
-  x = maxpool(lrn(act(conv(x, p['conv2']['kernel'], p['conv2']['bias'], 1, 2, towers)),
-                  towers=towers))
-  x = act(conv(x, p['conv3']['kernel'], p['conv3']['bias'], 1, 1))
-  x = act(conv(x, p['conv4']['kernel'], p['conv4']['bias'], 1, 1, towers))
-  x = maxpool(act(conv(x, p['conv5']['kernel'], p['conv5']['bias'], 1, 1, towers)))
+  x = unit('conv3', conv(x, p['conv3']['kernel'], p['conv3']['bias'], 1, 1))
+  x = unit('conv4', conv(x, p['conv4']['kernel'], p['conv4']['bias'], 1, 1, towers))
+  x = maxpool(unit('conv5', conv(x, p['conv5']['kernel'], p['conv5']['bias'], 1, 1, towers)))
   x = x.reshape(len(x), -1)
-  x = act(x @ p['fc6']['kernel'] + p['fc6']['bias'])
-  x = act(x @ p['fc7']['kernel'] + p['fc7']['bias'])
+  x = unit('fc6', x @ p['fc6']['kernel'] + p['fc6']['bias'])
+  x = record['fc7_act'] = unit('fc7', x @ p['fc7']['kernel'] + p['fc7']['bias'])
   return x @ p['fc8']['kernel'] + p['fc8']['bias']

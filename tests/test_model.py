@@ -66,6 +66,15 @@ def test_initialization_is_the_papers():
     np.testing.assert_array_equal(np.asarray(params[name]['bias']), expected_bias)
 
 
+def test_positive_bias_changes_only_the_biases_the_paper_sets_to_one():
+  init = lambda **kw: AlexNet(width=0.125, **kw).init(jax.random.key(0), jnp.zeros((1, 67, 67, 3)),
+                                                      train=False)['params']
+  paper, caffe = init(), init(positive_bias=0.1)
+  for name in PAPER_SHAPES:
+    np.testing.assert_array_equal(caffe[name]['kernel'], paper[name]['kernel'])
+    np.testing.assert_array_equal(caffe[name]['bias'], 0.1 * paper[name]['bias'])
+
+
 @pytest.mark.parametrize('groups', [1, 2])
 def test_lrn_matches_the_papers_formula(groups):
   a = np.random.default_rng(0).normal(0, 30, size=(2, 3, 3, 16)).astype(np.float32)

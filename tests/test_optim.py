@@ -1,11 +1,17 @@
 """The optimizer against Section 5's update rule computed by hand, and the LR policies."""
 
+import json
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import optim
+from alexnet_jax import checkpointing, config_check, optim
+from alexnet_jax.errors import CheckpointError, ConfigError
+from configs import imagenette
+from configs import paper as paper_config
 
 
 def _hand_rule(w, grads, lrs, momentum=0.9, wd=5e-4, decay=True):
@@ -104,3 +110,63 @@ def test_plateau_divides_by_ten_when_validation_error_stops_improving():
 def test_step_policy():
   assert [optim.step_lr(0.01, e, (30, 60, 80), 0.1) for e in (0, 29, 30, 61, 89)] == \
       pytest.approx([0.01, 0.01, 0.001, 1e-4, 1e-5])
+
+
+@pytest.mark.parametrize('scale', [1.0, 0.01])
+def test_fc8_lr_scale_scales_the_output_layer_rate_alone(scale):
+  """v <- m v - s eps (g + wd w) for fc8, the paper's rule for every other layer, across a drop."""
+  rng = np.random.default_rng(3)
+  params = {name: {'kernel': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+                   'bias': jnp.ones((3,), jnp.float32)} for name in ('fc7', 'fc8')}
+  tx = optim.create(base_lr=0.01, momentum=0.9, weight_decay=5e-4, decay_biases=False,
+                    fc8_lr_scale=scale)
+  state, p = tx.init(params), params
+  grads = {name: {'kernel': _grads(5, (4, 3), seed=10 * i), 'bias': _grads(5, (3,), seed=7 + i)}
+           for i, name in enumerate(('fc7', 'fc8'))}
+  lrs = [0.01, 0.01, 0.01, 0.001, 0.001]
+  for t, lr in enumerate(lrs):
+    state = optim.set_lr(state, lr)
+    g = {n: {k: jnp.asarray(v[t], jnp.float32) for k, v in layer.items()}
+         for n, layer in grads.items()}
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+  for name, s in (('fc7', 1.0), ('fc8', scale)):
+    np.testing.assert_allclose(p[name]['kernel'], _hand_rule(
+        params[name]['kernel'], grads[name]['kernel'], [s * lr for lr in lrs]), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(p[name]['bias'], _hand_rule(
+        params[name]['bias'], grads[name]['bias'], [s * lr for lr in lrs], decay=False),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_default_fc8_lr_scale_is_the_paper_optimizer_and_state():
+  """At 1 the chain is the paper's three transforms, so its state (and older checkpoints) match;
+  configs/paper.py keeps 1, and a checkpoint from before the field resumes as 1 (and refuses
+  another value)."""
+  params = {'fc8': {'kernel': jnp.ones((2, 2)), 'bias': jnp.zeros((2,))}}
+  paper = optim.create(0.01, 0.9, 5e-4, False).init(params)
+  assert len(paper.inner_state) == 3
+  assert len(optim.create(0.01, 0.9, 5e-4, False, fc8_lr_scale=0.01).init(params).inner_state) == 4
+  assert jax.tree.structure(optim.create(0.01, 0.9, 5e-4, False, 1.0).init(params)) == (
+      jax.tree.structure(paper))
+  assert paper_config.get_config().optim.fc8_lr_scale == 1.0
+  # The adaptation configs/imagenette.py makes is in the model: the paper's rates stay.
+  assert paper_config.get_config().model.positive_bias == 1.0
+  assert imagenette.get_config().model.positive_bias == 0.1
+  assert imagenette.get_config().optim.fc8_lr_scale == 1.0
+  saved = json.loads(paper_config.get_config().to_json())
+  del saved['optim']['fc8_lr_scale'], saved['model']['positive_bias']
+  checkpointing.check_compatible(saved, paper_config.get_config(), 'old')
+  scaled = paper_config.get_config()
+  scaled.optim.fc8_lr_scale = 0.01
+  with pytest.raises(CheckpointError, match='optim.fc8_lr_scale'):
+    checkpointing.check_compatible(saved, scaled, 'old')
+
+
+@pytest.mark.parametrize('arch,value', [('alexnet', 0.0), ('alexnet', -1.0), ('cifar_cnn', 0.5)])
+def test_bad_fc8_lr_scale_is_named(arch, value):
+  config = imagenette.get_config()
+  config.model.arch, config.optim.fc8_lr_scale = arch, value
+  with pytest.raises(ConfigError, match='optim.fc8_lr_scale') as e:
+    config_check._validate_recipe(config, config.data, config.optim)
+  assert '\n' not in str(e.value)

@@ -55,7 +55,6 @@ def _sharded_steps(devices: int, *layouts: str) -> dict:
   return {r['layout']: r for r in runs}
 
 
-
 @pytest.fixture(scope='module')
 def layouts():
   """Towers (1x2), data-parallel (2x1) on 2 devices; both (2x2), data-parallel (4x1) on 4."""

@@ -34,10 +34,14 @@ def test_short_run_logs_every_record(shapes_dir, tmp_path):
   config.num_train_steps = 40
   config.log_every_steps = 10
   config.eval_every_steps = 20
+  config.diagnostics_every_steps = 20
   final = train.train_and_evaluate(config, str(tmp_path / 'run'))
   records = _records(tmp_path / 'run', 'train')
   assert [r['step'] for r in records] == [10, 20, 30, 40]
   assert [r['step'] for r in _records(tmp_path / 'run', 'val')] == [20, 40]
+  diag = _records(tmp_path / 'run', 'diag')  # what update 20 and update 40 did, layer by layer
+  assert [r['step'] for r in diag] == [20, 40]
+  assert all(0 <= r['dead_fc7'] <= 1 and r['update_norm_fc8'] > 0 for r in diag)
   for r in records + _records(tmp_path / 'run', 'val'):
     assert {'step', 'epoch', 'split', 'loss', 'top1_err', 'top5_err', 'lr', 'images_per_sec',
             'steps_per_sec', 'time'} <= set(r)
