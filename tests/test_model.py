@@ -67,8 +67,7 @@ def test_initialization_is_the_papers():
 
 
 def test_positive_bias_changes_only_the_biases_the_paper_sets_to_one():
-  init = lambda **kw: AlexNet(width=0.125, **kw).init(jax.random.key(0), jnp.zeros((1, 67, 67, 3)),
-                                                      train=False)['params']
+  init = lambda **kw: _init(AlexNet(width=0.125, **kw), jnp.zeros((1, 67, 67, 3)), 0)
   paper, caffe = init(), init(positive_bias=0.1)
   for name in PAPER_SHAPES:
     np.testing.assert_array_equal(caffe[name]['kernel'], paper[name]['kernel'])
