@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax.input_pipeline import Normalization
+from alexnet_jax.stats import Normalization
 
 
 class Draws(NamedTuple):

@@ -32,8 +32,8 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from alexnet_jax.errors import CheckpointError
-from alexnet_jax.input_pipeline import Normalization
 from alexnet_jax.logs import os_error_code
+from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
 DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
@@ -43,8 +43,9 @@ DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
 _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
                'optim.fc8_lr_scale', 'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
                'data.workers')  # the input position is saved per worker process
-# Within those, switches that pick a faster computation of the same mathematics and parameters.
-_MAY_DIFFER = ('model.split_towers', 'model.space_to_depth')
+# Fields older checkpoints hold that no longer exist: switches of the implementation, which is
+# not part of a model's identity (the top-level `implementation` field chooses it now).
+_RETIRED = ('split_towers', 'space_to_depth')
 # Fields added after checkpoints were written, with the value their older code behaved as.
 _ADDED = {'optim.fc8_lr_scale': 1.0, 'model.positive_bias': 1.0}
 
@@ -278,12 +279,18 @@ def _flatten(d: dict, prefix: str = '') -> dict:
   return out
 
 
+def _current(saved: dict) -> dict:
+  """A saved config without the fields that no longer exist."""
+  model = {k: v for k, v in saved.get('model', {}).items() if k not in _RETIRED}
+  return {**saved, 'model': model} if 'model' in saved else dict(saved)
+
+
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
   """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
-  old, new = {**_ADDED, **_flatten(saved)}, _flatten(json.loads(config.to_json()))
+  old, new = {**_ADDED, **_flatten(_current(saved))}, _flatten(json.loads(config.to_json()))
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k) and k not in _MAY_DIFFER
+           if old.get(k) != new.get(k)
            and any(k == p or k.startswith(p + '.') for p in _MUST_MATCH)]
   if diffs:
     raise CheckpointError(
@@ -476,6 +483,6 @@ def load(path: str, step: int | None = None) -> Loaded:
   if 'norm' in restored:
     norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in restored['norm'].items()})
   meta = restored['meta']
-  return Loaded(params=params, config=ml_collections.ConfigDict(restored['config']),
+  return Loaded(params=params, config=ml_collections.ConfigDict(_current(restored['config'])),
                 class_names=tuple(meta.get('class_names', ())), norm=norm, step=found,
                 path=str(directory / str(found)), decoder=meta.get('decoder'))

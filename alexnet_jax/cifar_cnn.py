@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax.model import local_response_norm, max_pool
+from alexnet_jax import ops
 
 
 class CifarCNN(nn.Module):
@@ -28,6 +28,8 @@ class CifarCNN(nn.Module):
     lrn_k, lrn_n, lrn_alpha, lrn_beta: its constants (the paper's: 2, 5, 1e-4, 0.75).
     input_scale: multiplies the mean-subtracted 0-255 images first.
     dtype: compute dtype; parameters are float32.
+    implementation: how LRN and pooling are computed (alexnet_jax/ops.py); None is the
+      backend's measured choice.
   """
   num_classes: int = 10
   conv_features: tuple[int, int, int] = (32, 32, 64)
@@ -39,6 +41,7 @@ class CifarCNN(nn.Module):
   lrn_beta: float = 0.75
   input_scale: float = 1 / 64
   dtype: jnp.dtype = jnp.float32
+  implementation: ops.Implementation | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -46,21 +49,25 @@ class CifarCNN(nn.Module):
     act = {'relu': nn.relu, 'tanh': jnp.tanh}[self.activation]
     # The same fan-in scaled Gaussian for both activations, so only the units differ.
     init = nn.initializers.lecun_normal()
+    impl = self.implementation or ops.for_backend()
 
-    def norm(x):
+    def lrn(x):
       if not self.lrn:
         return x
-      return local_response_norm(x, groups=1, k=self.lrn_k, n=self.lrn_n, alpha=self.lrn_alpha,
-                                 beta=self.lrn_beta)
+      return impl.local_response_norm(x, groups=1, k=self.lrn_k, n=self.lrn_n,
+                                      alpha=self.lrn_alpha, beta=self.lrn_beta)
+
+    def pool(x):
+      return impl.max_pool(x, 3, 2)
 
     def conv(name, features):
       return nn.Conv(features, (5, 5), padding=2, kernel_init=init, dtype=self.dtype,
                      param_dtype=jnp.float32, name=name)
 
     x = (images * self.input_scale).astype(self.dtype)
-    x = norm(max_pool(act(conv('conv1', self.conv_features[0])(x)), 3, 2))     # 32 -> 15
-    x = norm(max_pool(act(conv('conv2', self.conv_features[1])(x)), 3, 2))     # 15 -> 7
-    x = max_pool(act(conv('conv3', self.conv_features[2])(x)), 3, 2)           # 7 -> 3
+    x = lrn(pool(act(conv('conv1', self.conv_features[0])(x))))               # 32 -> 15
+    x = lrn(pool(act(conv('conv2', self.conv_features[1])(x))))               # 15 -> 7
+    x = pool(act(conv('conv3', self.conv_features[2])(x)))                    # 7 -> 3
     x = x.reshape(x.shape[0], -1)                                              # 3*3*64 = 576
     logits = nn.Dense(self.num_classes, kernel_init=init, dtype=self.dtype,
                       param_dtype=jnp.float32, name='fc4')(x)

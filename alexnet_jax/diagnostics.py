@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
-from alexnet_jax import augment, input_pipeline
+from alexnet_jax import augment, stats
 
 # The hidden layers, whose ReLUs can die; fc8 feeds the softmax.
 HIDDEN_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
@@ -55,7 +55,7 @@ def _norms(tree) -> dict:
   return {name: optax.global_norm(layer) for name, layer in tree.items()}
 
 
-def diagnose(state, batch: dict, rng: jax.Array, norm: input_pipeline.Normalization,
+def diagnose(state, batch: dict, rng: jax.Array, norm: stats.Normalization,
              augment_fn=augment.train_inputs) -> dict:
   """The dead fraction of each hidden layer and the gradient, update and parameter norms of
   every layer, for the step `train_step(state, batch, rng, norm, augment_fn)` would make.

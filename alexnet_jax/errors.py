@@ -15,3 +15,10 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
   """A checkpoint in the workdir cannot be resumed with the given config."""
+
+
+def require(ok: bool, field: str, value, what: str) -> None:
+  """Raises ConfigError naming config `field`, its `value` and `what` a valid one is."""
+  if not ok:
+    raise ConfigError(f'Config field {field} = {value!r} is invalid: {what}. Set it with '
+                      f'--config.{field}=VALUE or in the config file.')

@@ -21,20 +21,22 @@ checkpoints, the PNG and the CSV are the ensemble's.
 """
 
 import csv
+import functools
 import json
 import os
 import sys
 import time
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import checkpointing, data, input_pipeline, logs, sources, train
+from alexnet_jax import augment, checkpointing, data, input_pipeline, logs, sources
 from alexnet_jax.errors import DataError, UserError
-from alexnet_jax.inference import (checkpoint_config, display_name, normalization, top_k_errors,
+from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
+from alexnet_jax.model import create_model
 
 VIEWS = ('center', 'ten')
 
@@ -47,21 +49,35 @@ def _prepare(loaded: checkpointing.Loaded, settings=(), images: str = ''):
   class_names = list(loaded.class_names) or list(data.train_source(d).class_names)
   eval_src = (sources.ImageFolder(images, class_names=class_names) if images
               else data.eval_source(d, class_names))
-  return (train.create_model(config.model), jax.device_put(loaded.params), eval_src,
+  return (create_model(config.model), jax.device_put(loaded.params), eval_src,
           normalization(loaded, d), d)
+
+
+def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict:
+  """{'top1_err': ..., 'top5_err': ...}: the fraction of rows whose label is not in the top k."""
+  order = np.argsort(-probs, axis=-1, kind='stable')
+  return {f'top{k}_err': float(np.mean(~(order[:, :k] == labels[:, None]).any(-1)))
+          for k in ks}
+
+
+@functools.partial(jax.jit, static_argnames=('network', 'crop', 'views'))
+def _batch_probabilities(network, params, images, norm, *, crop: int, views: str):
+  """Softmax averaged over the views the device cuts from uint8 images (Section 4.1)."""
+  return view_probabilities(network, params,
+                            augment.eval_inputs(images, norm, crop=crop, views=views))
 
 
 def _view_probabilities(prepared, views: str, batch_size: int):
   network, params, eval_src, norm, d = prepared
-  ds = input_pipeline.eval_dataset(eval_src, norm, batch_size=batch_size, resize=d.resize_size,
-                                   crop=d.crop_size, views=views, threads=d.threads,
-                                   decoder=d.decoder)
+  ds = input_pipeline.eval_dataset(eval_src, batch_size=batch_size, resize=d.resize_size,
+                                   threads=d.threads, decoder=d.decoder)
+  norm = jax.device_put(norm)
   probs, labels, index = [], [], []
   for batch in ds:
     n = len(batch['label'])
-    padded = train.pad_batch(batch, batch_size)  # one compiled shape for every batch
-    probs.append(np.asarray(view_probabilities(network, params,
-                                               jnp.asarray(padded['image'])))[:n])
+    padded = input_pipeline.pad_batch(batch, batch_size)  # one compiled shape for every batch
+    probs.append(np.asarray(_batch_probabilities(network, params, padded['image'], norm,
+                                                 crop=d.crop_size, views=views))[:n])
     labels.append(batch['label'])
     index.append(batch['index'])
   if not probs:

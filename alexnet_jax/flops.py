@@ -8,8 +8,8 @@ count. So every benchmark uses this count, on every backend. The convention:
 - Not counted: bias adds, ReLU, LRN, pooling, dropout, softmax and the optimizer's update:
   element-wise work, about 1% of the forward's FLOPs in XLA's CPU count (the peaks below are
   matrix-unit peaks, which element-wise work cannot use).
-- The network's mathematics, not the implementation's: `model.space_to_depth` multiplies conv1
-  by a kernel zero-padded from 11x11 to 12x12 (19% more work in conv1), which is not counted.
+- The network's mathematics, not the implementation's: conv1 as `ops.conv_space_to_depth`
+  multiplies a kernel zero-padded from 11x11 to 12x12 (19% more work in conv1), not counted.
 - A training step is the forward pass, every layer's weight gradient (as much work as its
   forward) and every layer's input gradient except conv1's (the images need none):
   3 x forward - conv1's forward.

@@ -24,7 +24,8 @@ from absl import logging
 
 from alexnet_jax import checkpointing, transforms
 from alexnet_jax.errors import CheckpointError, DataError, UserError
-from alexnet_jax.input_pipeline import Normalization
+from alexnet_jax.model import create_model
+from alexnet_jax.stats import Normalization
 
 
 @functools.cache
@@ -212,14 +213,13 @@ def restore(path: str, step: int | None = None, decoder: str | None = None
   folder or one step's folder, local or anywhere Orbax reads (gs://...), written on any number
   of devices. The newest checkpoint unless `step` names another. Images are decoded as in
   training unless `decoder` ('auto' or 'pillow') says otherwise."""
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top  (train imports a lot)
   loaded = checkpointing.load(path, step)
   config = checkpoint_config(loaded, [f'data.decoder={decoder}'] if decoder else ())
   norm = normalization(loaded, config.data)
   class_names = loaded.class_names
   if not class_names and config.model.num_classes == 1000:
     class_names = imagenet_synsets()
-  network = train.create_model(config.model)
+  network = create_model(config.model)
   model = Model(network=network, class_names=tuple(class_names) or tuple(
       str(i) for i in range(config.model.num_classes)), norm=norm,
                 resize=config.data.resize_size, crop=config.data.crop_size,
@@ -248,11 +248,3 @@ def predict(model: Model, params, images, top_k: int = 5, views: str = 'center')
   names = model.names
   return Prediction(ids=ids, probs=np.take_along_axis(probs, ids, axis=-1),
                     names=[[names[i] for i in row] for row in ids])
-
-
-def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict:
-  """{'top1_err': ..., 'top5_err': ...}: the fraction of rows whose label is not in the top k."""
-  order = np.argsort(-probs, axis=-1, kind='stable')
-  return {f'top{k}_err': float(np.mean(~(order[:, :k] == labels[:, None]).any(-1)))
-          for k in ks}
-

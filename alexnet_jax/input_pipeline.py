@@ -19,7 +19,6 @@ label, so no label shifts; training batches stay full because Grain's rebatching
 after the skip (passing a full batch through without a copy).
 """
 
-import dataclasses
 import functools
 
 import grain
@@ -28,15 +27,6 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax import preemption, transforms
-
-
-@jax.tree_util.register_dataclass  # a pytree: put on the devices once, passed to the steps
-@dataclasses.dataclass(frozen=True)
-class Normalization:
-  """What training uses from the training set's statistics (see `alexnet_jax.stats`)."""
-  mean_image: np.ndarray  # (S, S, 3) float32, S = the resize size
-  eigvals: np.ndarray     # (3,) eigenvalues of the RGB covariance, descending
-  eigvecs: np.ndarray     # (3, 3) matching eigenvectors as columns
 
 
 _skipped: dict[str, str] = {}  # name -> reason, for the files this process has left out
@@ -101,12 +91,6 @@ def _read_decode(indices: list[int], *, source, size: int, decoder: str,
   return decode_fit_batch(examples, size, decoder)
 
 
-def _host_views(batch: dict, *, norm: Normalization, crop: int, views: str) -> dict:
-  view = transforms.center_crop if views == 'center' else transforms.ten_crop
-  images = [view(transforms.centre(image, norm.mean_image), crop) for image in batch['image']]
-  return {**batch, 'image': np.stack(images)}
-
-
 def _shard(ds: grain.MapDataset) -> grain.MapDataset:
   """Each JAX process reads a disjoint, interleaved part of the (shuffled) examples."""
   return ds[jax.process_index()::jax.process_count()]
@@ -129,7 +113,7 @@ def _decoded(source, indices: grain.MapDataset, batch_size: int, size: int, deco
   array (smaller where records were skipped) by one of `threads` threads.
 
   The batch's map reads its records itself: through `MapDataset.source`, Grain would record
-  metrics for every record, which costs a third as much as decoding it (BENCHMARKS.md).
+  metrics for every record, a large share of the cost of decoding it (BENCHMARKS.md).
   """
   ds = indices.batch(batch_size, batch_fn=list).map(functools.partial(
       _read_decode, source=source, size=size, decoder=decoder, with_index=with_index))
@@ -150,24 +134,24 @@ def train_dataset(source, *, batch_size: int, seed: int, resize: int, workers: i
   return in_workers(it, workers)
 
 
-def eval_dataset(source, norm: Normalization | None = None, *, batch_size: int, resize: int,
-                 crop: int = 0, views: str = 'center', workers: int = 0, threads: int = 8,
+def eval_dataset(source, *, batch_size: int, resize: int, workers: int = 0, threads: int = 8,
                  decoder: str = 'auto') -> grain.IterDataset:
   """One pass over this process's share of the evaluation images, in order.
 
   Batches are dicts with `image` (B, resize, resize, 3) uint8, the paper's fitted images, whose
   views `augment.eval_inputs` makes on the device; `label` (B,) int32; and `index`, each
   image's position in the source. A batch holds at most `batch_size` images (fewer for the last
-  and where files were skipped).
-
-  With `norm`, the host cuts the views instead, as float32 centred on the mean image, for
-  callers that run the network outside a jitted step: views='center' gives `image` (B, crop,
-  crop, 3), the centre patch; views='ten' (B, 10, crop, crop, 3), transforms.ten_crop's patches.
+  and where files were skipped; `pad_batch` fills it up).
   """
-  if views not in ('center', 'ten'):
-    raise ValueError(f"views must be 'center' or 'ten', not {views!r}")
   indices = _shard(grain.MapDataset.range(len(source)))
   it = _decoded(source, indices, batch_size, resize, decoder, threads, with_index=True)
-  if norm is not None:
-    it = it.map(functools.partial(_host_views, norm=norm, crop=crop, views=views))
   return in_workers(it, workers)
+
+
+def pad_batch(batch: dict, size: int) -> dict:
+  """Pads a short batch to `size` so that every batch has one shape; adds `mask`."""
+  n = len(batch['label'])
+  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
+            for k, v in batch.items()}
+  padded['mask'] = (np.arange(size) < n).astype(np.float32)
+  return padded

@@ -34,6 +34,14 @@ def read_records(workdir: str, split: str | None = None) -> list[dict]:
   return [r for r in records if split is None or r['split'] == split]
 
 
+def read_by_split(workdir: str) -> dict[str, list[dict]]:
+  """The records by split, one per step in step order (a resumed run's repeats: the last wins)."""
+  by_split: dict[str, dict[int, dict]] = {}
+  for r in read_records(workdir):
+    by_split.setdefault(r['split'], {})[r['step']] = r
+  return {split: [steps[s] for s in sorted(steps)] for split, steps in by_split.items()}
+
+
 def _duration(seconds: float) -> str:
   minutes, _ = divmod(int(seconds), 60)
   hours, minutes = divmod(minutes, 60)

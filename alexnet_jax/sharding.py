@@ -3,8 +3,8 @@
 The mesh has two axes: `data` (each row trains on its own slice of the batch) and `model` (1, or
 2 for the paper's layout: one tower per device). Parameters are sharded by the rules below, over
 their names, and XLA derives the collectives from these shardings (the grouped convolutions
-stay on their tower's device, see model.TowerConv): the towers meet only in conv3 and the fully
-connected layers, and gradients are summed over `data`.
+stay on their tower's device, see ops.Implementation.conv): the towers meet only in conv3 and
+the fully connected layers, and gradients are summed over `data`.
 """
 
 import functools
@@ -15,8 +15,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from alexnet_jax.config_check import _require
-from alexnet_jax.model import TOWER_AXIS
+from alexnet_jax.errors import require
+from alexnet_jax.ops import TOWER_AXIS
 
 AXES = ('data', TOWER_AXIS)
 
@@ -33,8 +33,8 @@ RULES = (
 def model_axis_size(mesh_config: ml_collections.ConfigDict, towers: int, devices: int) -> int:
   """`mesh.model`, with 0 (auto) resolved: 2 (one tower per device) if both exist, else 1."""
   size = mesh_config.model
-  _require(size in (0, 1, 2), 'mesh.model', size,
-           'choose 1 (no model split), 2 (one tower per device) or 0 (2 where possible)')
+  require(size in (0, 1, 2), 'mesh.model', size,
+          'choose 1 (no model split), 2 (one tower per device) or 0 (2 where possible)')
   if size == 0:
     return 2 if towers == 2 and devices >= 2 and devices % 2 == 0 else 1
   return size
@@ -48,20 +48,20 @@ def create_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   n, towers = len(devices), config.model.get('towers', 1)
   model = model_axis_size(config.mesh, towers, n)
-  _require(model == 1 or towers == model, 'mesh.model', model,
-           f'a model axis of {model} puts one tower per device, but model.towers = {towers}; '
-           'use mesh.model=1 for a one-tower net')
-  _require(n % model == 0, 'mesh.model', model,
-           f'one tower per device needs an even number of devices and there are {n}; use '
-           'mesh.model=1')
+  require(model == 1 or towers == model, 'mesh.model', model,
+          f'a model axis of {model} puts one tower per device, but model.towers = {towers}; '
+          'use mesh.model=1 for a one-tower net')
+  require(n % model == 0, 'mesh.model', model,
+          f'one tower per device needs an even number of devices and there are {n}; use '
+          'mesh.model=1')
   # jax.devices() lists each process's devices together: a pair must not straddle two hosts.
-  _require(jax.local_device_count() % model == 0, 'mesh.model', model,
-           f'each process has {jax.local_device_count()} devices, so a tower pair would span '
-           'two hosts; use mesh.model=1')
+  require(jax.local_device_count() % model == 0, 'mesh.model', model,
+          f'each process has {jax.local_device_count()} devices, so a tower pair would span '
+          'two hosts; use mesh.model=1')
   data = n // model
-  _require(config.batch_size % data == 0, 'batch_size', config.batch_size,
-           f'the batch is split over the {data} rows of the data axis ({n} devices / mesh.model '
-           f'{model}); use a multiple of {data}')
+  require(config.batch_size % data == 0, 'batch_size', config.batch_size,
+          f'the batch is split over the {data} rows of the data axis ({n} devices / mesh.model '
+          f'{model}); use a multiple of {data}')
   return Mesh(np.asarray(devices).reshape(data, model), AXES)
 
 

@@ -8,20 +8,30 @@ it. Run it ahead of training with
     python -m alexnet_jax.stats --config=configs/imagenette.py
 """
 
+import dataclasses
 import functools
 import hashlib
 import os
 
 import grain
+import jax
 import numpy as np
 import tqdm
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from alexnet_jax import input_pipeline
 from alexnet_jax.errors import DataError
 
 PACKED_STATS = 'stats.npz'  # the statistics `alexnet_jax.prepare` writes beside packed shards
+
+
+@jax.tree_util.register_dataclass  # a pytree: put on the devices once, passed to the steps
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+  """What training uses from the training set's statistics."""
+  mean_image: np.ndarray  # (S, S, 3) float32, S = the resize size
+  eigvals: np.ndarray     # (3,) eigenvalues of the RGB covariance, descending
+  eigvecs: np.ndarray     # (3, 3) matching eigenvectors as columns
 
 
 class Accumulator:
@@ -40,7 +50,7 @@ class Accumulator:
     flat = images.reshape(-1, 3)
     self.outer_sum += flat.T @ flat
 
-  def result(self) -> input_pipeline.Normalization:
+  def result(self) -> Normalization:
     """Mean image and eigen-decomposition of the RGB covariance of all pixels added."""
     if not self.count:
       raise DataError('No image of the training set could be decoded, so there are no '
@@ -51,13 +61,13 @@ class Accumulator:
     cov = self.outer_sum / (n * size * size) - np.outer(mean_rgb, mean_rgb)
     eigvals, eigvecs = np.linalg.eigh(cov)
     order = np.argsort(eigvals)[::-1]
-    return input_pipeline.Normalization(mean_image=mean_image.astype(np.float32),
-                                        eigvals=eigvals[order].astype(np.float32),
-                                        eigvecs=eigvecs[:, order].astype(np.float32))
+    return Normalization(mean_image=mean_image.astype(np.float32),
+                         eigvals=eigvals[order].astype(np.float32),
+                         eigvecs=eigvecs[:, order].astype(np.float32))
 
 
 def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
-            threads: int = 8, decoder: str = 'auto') -> input_pipeline.Normalization:
+            threads: int = 8, decoder: str = 'auto') -> Normalization:
   """Mean image and RGB PCA of (a sample of) any source, in one streaming pass.
 
   See `compute_counted`, which also returns how many images decoded.
@@ -67,7 +77,7 @@ def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int 
 
 def compute_counted(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
                     threads: int = 8, decoder: str = 'auto'
-                    ) -> tuple[input_pipeline.Normalization, int, int]:
+                    ) -> tuple[Normalization, int, int]:
   """(statistics, images that decoded, images read) of (a sample of) any source.
 
   Args:
@@ -78,6 +88,8 @@ def compute_counted(source, size: int, max_images: int = 0, seed: int = 0, worke
     workers, threads: Grain worker processes and reading threads.
     decoder: 'auto' or 'pillow' (see `alexnet_jax.transforms`).
   """
+  # Reading images needs the input pipeline; a saved Normalization (checkpoints) does not.
+  from alexnet_jax import input_pipeline  # pylint: disable=import-outside-toplevel
   ds = grain.MapDataset.source(source)
   if 0 < max_images < len(ds):
     ds = ds.seed(seed).shuffle()[:max_images]
@@ -103,7 +115,7 @@ def cache_path(cache_dir: str, source_key: str, size: int, max_images: int, seed
   return os.path.join(os.path.expanduser(cache_dir), 'stats', f'{base}-{size}px-{key}.npz')
 
 
-def save(path: str, norm: input_pipeline.Normalization, images: int = -1, read: int = -1) -> None:
+def save(path: str, norm: Normalization, images: int = -1, read: int = -1) -> None:
   """Writes the statistics and how many of the `read` images decoded (-1: not counted)."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f'{path}.tmp-{os.getpid()}.npz'
@@ -112,13 +124,13 @@ def save(path: str, norm: input_pipeline.Normalization, images: int = -1, read: 
   os.replace(tmp, path)  # never a half-written cache file
 
 
-def load(path: str) -> input_pipeline.Normalization:
+def load(path: str) -> Normalization:
   with np.load(path) as f:
-    return input_pipeline.Normalization(mean_image=f['mean_image'], eigvals=f['eigvals'],
+    return Normalization(mean_image=f['mean_image'], eigvals=f['eigvals'],
                                         eigvecs=f['eigvecs'])
 
 
-def load_or_compute(source, data_config) -> input_pipeline.Normalization:
+def load_or_compute(source, data_config) -> Normalization:
   """The cached statistics of `source` (the training set) for this data config, computed once."""
   beside = os.path.join(getattr(source, 'root', ''), PACKED_STATS)
   if data_config.source == 'packed' and os.path.exists(beside):

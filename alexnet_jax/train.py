@@ -26,27 +26,13 @@ from flax.training import train_state
 from alexnet_jax import (augment, checkpointing, config_check, data, diagnostics,
                          input_pipeline, optim, preemption, sharding, stats, transforms)
 from alexnet_jax.errors import UserError
-from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.cifar_cnn import CifarCNN
-from alexnet_jax.model import AlexNet, count_params
+from alexnet_jax.metric_writer import MetricWriter
+from alexnet_jax.model import AlexNet, count_params, create_model
 
 
 class TrainState(train_state.TrainState):
   """step, params and opt_state (the learning rate lives in opt_state.hyperparams)."""
-
-
-# config.model.arch names the network; the other config.model fields are its module fields.
-ARCHITECTURES = {'alexnet': AlexNet, 'cifar_cnn': CifarCNN}
-
-
-def create_model(model_config: ml_collections.ConfigDict) -> AlexNet | CifarCNN:
-  fields = dict(model_config)
-  arch = ARCHITECTURES[fields.pop('arch', 'alexnet')]
-  for name, value in fields.items():
-    if isinstance(value, (list, tuple)):
-      fields[name] = tuple(value)
-  fields['dtype'] = jnp.dtype(fields['dtype'])
-  return arch(**fields)
 
 
 def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: int,
@@ -71,7 +57,7 @@ def _error_counts(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.
   return 1.0 - hit[:, 0].astype(jnp.float32), 1.0 - hit.any(-1).astype(jnp.float32)
 
 
-def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: input_pipeline.Normalization,
+def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: stats.Normalization,
                augment_fn=augment.train_inputs,
                skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
   """One SGD step on a batch: softmax cross-entropy averaged over the batch (Section 5).
@@ -107,7 +93,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: input_pipel
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, norm: input_pipeline.Normalization,
+def eval_step(state: TrainState, batch: dict, norm: stats.Normalization,
               view_fn=augment.center_view) -> dict:
   """Sums of loss and errors over the batch's real examples (`mask` marks padding with 0);
   `view_fn(images, norm)` cuts the test view from the uint8 images on the device."""
@@ -119,16 +105,7 @@ def eval_step(state: TrainState, batch: dict, norm: input_pipeline.Normalization
           'top5_err': (top5 * mask).sum(), 'count': mask.sum()}
 
 
-def pad_batch(batch: dict, size: int) -> dict:
-  """Pads a short final batch to `size` so every eval batch has one shape; adds `mask`."""
-  n = len(batch['label'])
-  padded = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
-            for k, v in batch.items()}
-  padded['mask'] = (np.arange(size) < n).astype(np.float32)
-  return padded
-
-
-def evaluate(p_eval_step, state: TrainState, eval_ds, norm: input_pipeline.Normalization, *,
+def evaluate(jitted_eval_step, state: TrainState, eval_ds, norm: stats.Normalization, *,
              batch_size: int, num_batches: int, batch_sharding: jax.sharding.Sharding) -> dict:
   """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set.
 
@@ -140,8 +117,8 @@ def evaluate(p_eval_step, state: TrainState, eval_ds, norm: input_pipeline.Norma
            'label': np.zeros((0,), np.int32)}
   batches = iter(eval_ds)
   for _ in range(num_batches):
-    batch = pad_batch(next(batches, empty), batch_size)
-    out = p_eval_step(state, sharding.shard_batch(batch, batch_sharding), norm)
+    batch = input_pipeline.pad_batch(next(batches, empty), batch_size)
+    out = jitted_eval_step(state, sharding.shard_batch(batch, batch_sharding), norm)
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   sums = jax.device_get(sums)
   n = float(sums.pop('count'))
@@ -280,7 +257,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
   # --- Model and train state ------------------------------------------------------------------
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
-  model = create_model(config.model)
+  model = create_model(config.model, config.implementation)
   init = functools.partial(create_train_state, init_rng, model, d.crop_size, config.optim)
   state_sharding = sharding.state_shardings(jax.eval_shape(init), mesh)
   state = jax.jit(init, out_shardings=state_sharding)()  # each device makes only its shards
@@ -311,14 +288,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
     train_fn = functools.partial(train_step, augment_fn=augment_fn,
                                  skip_nonfinite=config.skip_nonfinite_updates)
-    p_train_step = sharding.jit(train_fn, mesh,
-                                (state_sharding, batch_sharding, replicated, replicated),
-                                (state_sharding, replicated), donate_argnums=0)
-    p_eval_step = sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
-                               (state_sharding, batch_sharding, replicated), replicated)
+    jitted_train_step = sharding.jit(train_fn, mesh,
+                                     (state_sharding, batch_sharding, replicated, replicated),
+                                     (state_sharding, replicated), donate_argnums=0)
+    jitted_eval_step = sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
+                                    (state_sharding, batch_sharding, replicated), replicated)
     # Compiled on its first call: a run with diagnostics off never builds it.
-    p_diagnose = sharding.jit(functools.partial(diagnostics.diagnose, augment_fn=augment_fn), mesh,
-                              (state_sharding, batch_sharding, replicated, replicated), replicated)
+    jitted_diagnose = sharding.jit(
+        functools.partial(diagnostics.diagnose, augment_fn=augment_fn), mesh,
+        (state_sharding, batch_sharding, replicated, replicated), replicated)
     death = diagnostics.DeathWatch()
     writer = MetricWriter(workdir, enabled=is_main, resume_step=resumed_from)
     cleanup.callback(writer.close)
@@ -344,10 +322,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         batch = next(train_iter)
         if config.diagnostics_every_steps and (step + 1) % config.diagnostics_every_steps == 0:
           # What update step + 1 does to each layer, logged under that step (before it runs).
-          diag = jax.device_get(p_diagnose(state, batch, dropout_rng, device_norm))
+          diag = jax.device_get(jitted_diagnose(state, batch, dropout_rng, device_norm))
           writer.write('diag', step + 1, (step + 1) / steps_per_epoch, diag)
           death.check(step + 1, diag)
-        state, metrics = p_train_step(state, batch, dropout_rng, device_norm)
+        state, metrics = jitted_train_step(state, batch, dropout_rng, device_norm)
         step += 1
         finite.add(step, metrics.pop('finite'))
         history.append(metrics)
@@ -370,7 +348,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         if (step % eval_every == 0 or last) and not stopping:
           with clock.paused():
             finite.verify(mgr, workdir, config.optim.base_lr)  # never evaluate a diverged net
-            val = evaluate(p_eval_step, state, eval_ds, device_norm, batch_size=local_batch,
+            val = evaluate(jitted_eval_step, state, eval_ds, device_norm, batch_size=local_batch,
                            num_batches=eval_batches, batch_sharding=batch_sharding)
             val['lr'] = float(optim.get_lr(state.opt_state))
             writer.write('val', step, step / steps_per_epoch, val)

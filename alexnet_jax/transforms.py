@@ -2,13 +2,16 @@
 
 Images are HxWx3 uint8 arrays, RGB, on the 0-255 scale. `decode` turns any stored image into
 such an array; `fit` is the paper's offline step (shorter side to 256, central 256x256 patch);
-`centre` subtracts the training set's mean image; the random crop, the reflection and the PCA
-lighting are the two forms of data augmentation.
+`centre` subtracts the training set's mean image; `crop`, `mirror` and `lighting_shift` are the
+two forms of data augmentation. Training draws and applies the augmentation on the device, fused
+into one pass over the batch (alexnet_jax/augment.py); these NumPy forms are the reference it is
+tested against, and what reading a single image for inference uses.
 
 Decoding and resizing use simplejpeg (libjpeg-turbo) and OpenCV when they are installed
-(`pip install alexnet_jax[fast]`), else Pillow: BENCHMARKS.md measured the first 2-3x faster with
-pixels within one intensity level of Pillow's. Anything simplejpeg does not handle (PNG, CMYK and
-YCCK JPEGs, damaged data) is decoded by Pillow, so both decoders accept the same files.
+(`pip install alexnet_jax[fast]`), else Pillow: the first is the faster (BENCHMARKS.md,
+"Decoder choice"), with pixels within one intensity level of Pillow's. Anything simplejpeg does
+not handle (PNG, CMYK and YCCK JPEGs, damaged data) is decoded by Pillow, so both decoders
+accept the same files.
 """
 
 import io
@@ -137,29 +140,9 @@ def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
   return np.stack(views + [mirror(v) for v in views])
 
 
-def random_offsets(shape: tuple, size: int, rng: np.random.Generator) -> tuple[int, int]:
-  """Section 4.1: the corner of a random size x size patch of an image of `shape`."""
-  return int(rng.integers(0, shape[0] - size + 1)), int(rng.integers(0, shape[1] - size + 1))
-
-
-def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-  """Section 4.1: a random size x size patch."""
-  return crop(image, *random_offsets(image.shape, size, rng), size)
-
-
-def flip_drawn(rng: np.random.Generator) -> bool:
-  """Section 4.1: whether to use the horizontal reflection, with probability 1/2."""
-  return rng.random() < 0.5
-
-
 def mirror(image: np.ndarray) -> np.ndarray:
-  """The horizontal reflection (OpenCV's is 40x NumPy's on HxWx3 uint8 when installed)."""
+  """The horizontal reflection (OpenCV's when installed: far faster than NumPy's copy)."""
   return cv2.flip(image, 1) if FAST_DECODER else np.ascontiguousarray(image[:, ::-1])
-
-
-def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Section 4.1: the horizontal reflection, with probability 1/2."""
-  return mirror(image) if flip_drawn(rng) else image
 
 
 def lighting_shift(eigvals: np.ndarray, eigvecs: np.ndarray, std: float,
@@ -192,8 +175,8 @@ def add_rgb(image: np.ndarray, offset: np.ndarray) -> np.ndarray:
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
   """JPEG bytes of an RGB uint8 array (the packed format's records).
 
-  4:2:0 chroma, as ImageNet's own JPEGs: at quality 95 it decodes 1.7x faster than 4:4:4 for
-  0.2 more intensity levels of mean error (measured on 256x256 Imagenette crops).
+  4:2:0 chroma, as ImageNet's own JPEGs: it decodes faster than 4:4:4 for a fraction of an
+  intensity level more error (BENCHMARKS.md, "Input pipeline").
   """
   if FAST_DECODER:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=quality, colorspace='RGB',

@@ -37,8 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
   m.input_std = 64.0             # pixel std that init_scheme='he' scales conv1 for
   m.input_scale = 1.0           # images are multiplied by this first (paper: raw 0-255 values)
   m.dtype = 'float32'           # compute dtype: 'float32' | 'bfloat16'
-  m.split_towers = True         # grouped convs as one conv per tower (same maths, faster on CPU)
-  m.space_to_depth = True       # conv1 as one matrix product over 4x4 pixel blocks (same maths)
   m.skip_convs = ()             # middle conv layers (2, 3, 4) removed: Section 7's ablation
 
   # Sections 2 and 4.1: the data and its augmentation.
@@ -96,6 +94,11 @@ def get_config() -> ml_collections.ConfigDict:
   # `model` columns (2: one tower per device, the paper's two GPUs). See alexnet_jax.sharding.
   c.mesh = ml_collections.ConfigDict()
   c.mesh.model = 1              # 1 | 2 | 0: 2 when there are 2+ devices and two towers, else 1
+
+  # How the operations are computed, never what (alexnet_jax/ops.py): 'auto' is the backend's
+  # measured choice, 'plain' XLA's own forms; either may add pairs, 'auto,pooling=reduce_window'.
+  # Not part of the model: a checkpoint resumes and evaluates under any choice.
+  c.implementation = 'auto'
 
   c.batch_size = 128
   c.num_epochs = 90

@@ -15,22 +15,16 @@ Results (and the scale caveat) are in experiments/README.md.
 
 import os
 
-from configs import default, imagenette
+from configs import default, demo, imagenette
 
 
 def get_config():
-  config = default.get_config()
+  config = demo.small_network(default.get_config())
   config.name = 'imagenette_small'
-  config.model.num_classes = 10
-  config.model.width = 0.25
-  config.model.init_scheme = 'he'
-  config.model.input_scale = 1 / 64
   root = imagenette.data_root()
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
   config.data.tfds_name = 'imagenette'  # with --config.data.source=tfds (README, "Data sources")
-  config.data.resize_size = 72
-  config.data.crop_size = 67          # conv1 11x11/4 -> 15, pools -> 7 -> 3 -> 1
   config.optim.lr_policy = 'step'
   config.optim.step_epochs = (12, 16)
   config.num_epochs = 18

@@ -16,8 +16,8 @@ import os
 
 from absl import app, flags
 
-from alexnet_jax import logs
-from experiments import plotting, sweep
+from alexnet_jax import logs, metric_writer
+from experiments import plotting
 
 
 def _axis_label(metric: str) -> str:
@@ -36,7 +36,7 @@ def draw(workdirs: list[str], out: str, labels: list[str] | None = None, metric:
   labels = labels or [os.path.basename(os.path.normpath(w)) for w in workdirs]
   fig, axes = plt.subplots(1, len(panels), figsize=(7 if len(panels) == 1 else 4 * len(panels),
                                                     4.5), squeeze=False)
-  runs = [sweep.read_metrics(w) for w in workdirs]
+  runs = [metric_writer.read_by_split(w) for w in workdirs]
   for workdir, records in zip(workdirs, runs):
     if not records:
       raise SystemExit(f'error: {workdir} has no metrics.jsonl; give training run folders.')

@@ -19,13 +19,11 @@ The images come from $CIFAR10_DIR or are unpacked from --tarball into ~/.cache/a
 
 import json
 import os
-import subprocess
 import tarfile
-import time
 
 from absl import app, flags
 
-from alexnet_jax import logs
+from alexnet_jax import logs, metric_writer
 from experiments import plotting, sweep
 
 _ROOT = flags.DEFINE_string('root', 'runs/figure1', 'Folder for the runs.')
@@ -63,19 +61,14 @@ def cifar_dir(tarball: str) -> str:
 def train(root: str, name: str, overrides: dict, epochs: int, env: dict) -> list[dict]:
   """Trains (or resumes) ROOT/name to `epochs` epochs; returns its per-epoch training records."""
   workdir = os.path.join(root, name)
-  os.makedirs(workdir, exist_ok=True)
-  have = sweep.read_metrics(workdir).get('train', [])
+  have = metric_writer.read_by_split(workdir).get('train', [])
   if not have or have[-1]['epoch'] < epochs:
-    start = time.time()
-    cmd = sweep.command(BASE, {**overrides, 'num_epochs': epochs}, workdir)
-    with open(os.path.join(workdir, 'log.txt'), 'a') as log:
-      rc = subprocess.run(cmd, cwd=sweep.REPO, env=env, stdout=log,
-                          stderr=subprocess.STDOUT).returncode
+    _, rc, wall_s = sweep.train(BASE, {**overrides, 'num_epochs': epochs}, workdir, env)
     with open(os.path.join(workdir, 'wall_s.txt'), 'a') as f:
-      f.write(f'{time.time() - start:.1f}\n')
+      f.write(f'{wall_s:.1f}\n')
     if rc:
       print(f'{name} stopped with exit {rc} (diverged?); see {workdir}/log.txt')
-  return sweep.read_metrics(workdir).get('train', [])
+  return metric_writer.read_by_split(workdir).get('train', [])
 
 
 def epochs_to(records: list[dict], target: float) -> float | None:
@@ -121,7 +114,7 @@ def run(root: str) -> dict:
       if reached is not None and recs[-1]['epoch'] >= reached + _AFTER.value:
         break
   # 3. The LRN pair: the ReLU net with normalization, as long as the ReLU run.
-  relu_epochs = sweep.read_metrics(os.path.join(root, 'relu'))['train'][-1]['epoch']
+  relu_epochs = metric_writer.read_by_split(os.path.join(root, 'relu'))['train'][-1]['epoch']
   train(root, 'relu_lrn', {'model.activation': 'relu', 'model.lrn': True,
                            'optim.base_lr': summary['lr']['relu']}, int(relu_epochs), env)
   return summarize(root, summary)
@@ -129,7 +122,7 @@ def run(root: str) -> dict:
 
 def summarize(root: str, summary: dict) -> dict:
   for name in ('relu', 'tanh', 'relu_lrn'):
-    m = sweep.read_metrics(os.path.join(root, name))
+    m = metric_writer.read_by_split(os.path.join(root, name))
     train_recs, val = m.get('train', []), m.get('val', [])
     summary['epochs_to_target'][name] = epochs_to(train_recs, _TARGET.value)
     summary['test_err'][name] = {'final': val[-1]['top1_err'] if val else None,
@@ -149,7 +142,7 @@ def plot(root: str, summary: dict, out: str) -> None:
 
   fig, ax = plt.subplots(figsize=(6, 4.2))
   for name, style in (('relu', '-'), ('tanh', '--')):
-    recs = sweep.read_metrics(os.path.join(root, name)).get('train', [])
+    recs = metric_writer.read_by_split(os.path.join(root, name)).get('train', [])
     lr = summary['lr'].get(name)
     ax.plot([0] + [r['epoch'] for r in recs], [0.9] + [r['top1_err'] for r in recs], style,
             color='k', label=f'{name} (lr {lr:g})' if lr else name)

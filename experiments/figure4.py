@@ -8,24 +8,28 @@ training image's centre patch is passed through the net once; each query is a va
 smallest Euclidean distance (Section 6.1).
 """
 
+import functools
 import os
 import sys
 
+import jax
 import numpy as np
 from absl import app, flags
 
-from alexnet_jax import data, inference, input_pipeline, logs, transforms, visualize
+from alexnet_jax import augment, data, inference, input_pipeline, logs, transforms, visualize
 from alexnet_jax.errors import UserError
 from experiments import plotting
 
 
 def features(model, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
   """(fc7 features (N, D), source indices (N,)) of every readable image's centre patch."""
-  ds = input_pipeline.eval_dataset(source, model.norm, batch_size=batch_size,
-                                   resize=model.resize, crop=model.crop, decoder=model.decoder)
+  ds = input_pipeline.eval_dataset(source, batch_size=batch_size, resize=model.resize,
+                                   decoder=model.decoder)
+  centre = jax.jit(functools.partial(augment.center_view, crop=model.crop))
+  norm = jax.device_put(model.norm)
   feats, index = [], []
   for batch in ds:
-    feats.append(model.features(params, batch['image']))
+    feats.append(model.features(params, centre(batch['image'], norm)))
     index.append(batch['index'])
   return np.concatenate(feats), np.concatenate(index)
 

@@ -7,9 +7,9 @@
 Stages, in order, each a child process with its own time budget; a stage that fails or runs out
 of time is reported with its error and the report still completes:
 
-  step        experiments/step_benchmark.py: float32 and bf16, the model's kernel switches
-              (split_towers, space_to_depth) in every combination, PyTorch eager and compile
-              when torch is importable; batch 128, 5 runs of 10 steps
+  step        experiments/step_benchmark.py: float32 and bf16, the backend's implementation,
+              all-plain and each operation in its other form (alexnet_jax/ops.py), PyTorch
+              eager and compile when torch is importable; batch 128, 5 runs of 10 steps
   pack        alexnet_jax.prepare: Imagenette as packed shards, unless --packed holds them
   input       experiments/input_benchmark.py with every core as a worker, over the JPEGs and
               the packed shards
@@ -23,8 +23,8 @@ of time is reported with its error and the report still completes:
   evaluate    alexnet_jax.evaluate: centre-patch and ten-patch error of that checkpoint
 
 Imagenette (`train/` and `val/` of JPEGs) is read from --imagenette, by default
-$IMAGENETTE_DIR or ../shared/data/imagenette. The model keeps its default kernels everywhere;
-the step stage shows whether other switches would be faster on this device. --tiny runs every
+$IMAGENETTE_DIR or ../shared/data/imagenette. The model runs the backend's implementation
+everywhere; the step stage shows whether another would be faster on this device. --tiny runs every
 stage at CPU test size (a narrow net on 67x67 crops, a few steps) to check the command itself.
 """
 
@@ -41,7 +41,8 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import flops, train
+from alexnet_jax import flops, metric_writer
+from alexnet_jax.model import create_model
 from configs import default
 from experiments import machine
 # pylint: enable=g-import-not-at-top
@@ -133,7 +134,7 @@ def step_command(tiny: bool, json_path: str, budget_s: float) -> list[str]:
       'eager' if _torch_importable() else '')
   sizes = (['--batch=8', '--runs=2', '--steps=2', '--warmup=1', '--dtypes=float32'] if tiny else
            ['--batch=128', '--runs=5', '--steps=10', '--dtypes=float32,bfloat16',
-            '--variants=split_towers,space_to_depth'])
+            '--implementation=each'])
   # Contenders not ready by then are left out, keeping time for the timed runs.
   return [sys.executable, 'experiments/step_benchmark.py', *sizes, f'--torch={torch}',
           f'--budget_s={0.75 * budget_s:.0f}', f'--json={json_path}', *model_flags(tiny)]
@@ -222,11 +223,7 @@ def input_rows(json_path: str, log_path: str) -> list[dict]:
 
 def training_summary(workdir: str) -> dict:
   """The last training and validation records of metrics.jsonl, and the newest checkpoint."""
-  records = []
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(path):
-    with open(path) as f:
-      records = [json.loads(line) for line in f if line.strip()]
+  records = metric_writer.read_records(workdir)
   last = lambda split: next((r for r in reversed(records) if r.get('split') == split), None)
   ckpts = os.path.join(workdir, 'checkpoints')
   steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
@@ -259,7 +256,7 @@ def _step_section(stage: dict) -> list[str]:
     return []
   lines = [f'Batch {step["batch"]}, {step["crop"]}x{step["crop"]}, median of {step["runs"]} runs '
            f'of {step["steps"]} steps.', '',
-           '| contender | images/s | vs PyTorch eager | vs default kernels | TFLOP/s | '
+           '| contender | images/s | vs PyTorch eager | vs implementation auto | TFLOP/s | '
            'fraction of peak | math (peak TFLOP/s) | compile s |',
            '| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |']
   for name, r in step['results'].items():
@@ -383,7 +380,7 @@ def benchmark_config(tiny: bool):
 
 def flop_summary(tiny: bool) -> dict:
   config = benchmark_config(tiny)
-  model, crop = train.create_model(config.model), config.data.crop_size
+  model, crop = create_model(config.model), config.data.crop_size
   return {'network': ('--tiny\'s narrow net, 10 classes' if tiny else
                       'the paper\'s, 1000 classes (stage 4 trains it with 10)'),
           'layers': [{'name': l.name, 'out': f'{l.out_size}x{l.out_size}x{l.out_channels}',
@@ -431,7 +428,7 @@ def report(out: str, *, minutes: float = 10, train_minutes: float = -1,
     stages[name] = result
     return result
 
-  # (a) The step on synthetic batches: dtypes, kernel variants, PyTorch.
+  # (a) The step on synthetic batches: dtypes, implementations, PyTorch.
   r = stage('step', step_command(tiny, path('step.json'), budget('step')))
   r['result'] = _read_json(path('step.json'))
 

@@ -138,10 +138,11 @@ def baseline_batches(folder, norm, workers, batch_size):
 
 def host_float_augment(example: dict, rng: np.random.Generator, *, norm, mirrored_mean) -> dict:
   """Crop (and reflect) the uint8 image and the mean image alike, then one float32 pass."""
-  top, left = transforms.random_offsets(example['image'].shape, CROP, rng)
+  height, width = example['image'].shape[:2]
+  top, left = int(rng.integers(0, height - CROP + 1)), int(rng.integers(0, width - CROP + 1))
   image = transforms.crop(example['image'], top, left, CROP)
   mean = transforms.crop(norm.mean_image, top, left, CROP)
-  if transforms.flip_drawn(rng):
+  if rng.random() < 0.5:
     image = transforms.mirror(image)
     mean = transforms.crop(mirrored_mean, top, mirrored_mean.shape[1] - left - CROP, CROP)
   image = transforms.centre(image, mean)

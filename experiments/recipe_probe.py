@@ -43,6 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
 from alexnet_jax import augment, diagnostics, input_pipeline, logs, optim, sources, stats, train
+from alexnet_jax.model import create_model
 from experiments import machine
 # pylint: enable=g-import-not-at-top
 
@@ -120,7 +121,7 @@ def run_variant(name: str, v: Variant, base: ml_collections.ConfigDict, source, 
   if _BATCH.value:
     config.batch_size = _BATCH.value
   d, o = config.data, config.optim
-  model = train.create_model(config.model)
+  model = create_model(config.model)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = train.create_train_state(init_rng, model, d.crop_size, o)
   augment_fn = functools.partial(augment.train_inputs, crop=d.crop_size, flip=d.flip,

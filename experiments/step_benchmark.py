@@ -3,7 +3,7 @@ device's peak.
 
     python experiments/step_benchmark.py                 # the paper's net, batch 128, 5 x 5 steps
     python experiments/step_benchmark.py --runs=5 --steps=10 --json=step.json
-    python experiments/step_benchmark.py --variants=split_towers,space_to_depth   # kernel variants
+    python experiments/step_benchmark.py --implementation=each   # each operation's other form
     python experiments/step_benchmark.py --data=../shared/data/imagenette/train   # + end to end
     python experiments/step_benchmark.py --config.model.width=0.25 --config.data.crop_size=99
 
@@ -20,13 +20,15 @@ analysis leaves out the cuDNN convolutions on a GPU. The fraction of peak divide
 device's dense peak for the arithmetic actually used: bf16, or for float32 TF32 or full float32
 depending on jax_default_matmul_precision and the GPU (alexnet_jax.flops.float32_math).
 
---variants flips the model's kernel switches (split_towers, space_to_depth), each combination a
-contender with the same mathematics. --data adds the step fed by the real input pipeline
-(an ImageFolder of JPEGs or a `prepare`d packed folder) for each dtype: the end-to-end rate.
+--implementation adds contenders computed another way (alexnet_jax/ops.py): the same
+mathematics, e.g. 'plain', or 'auto,lrn=autodiff'; 'each' is 'plain' and the backend's choice
+with one operation's form changed, for every operation. --data adds the step fed by the real
+input pipeline (an ImageFolder of JPEGs or a `prepare`d packed folder) for each dtype: the
+end-to-end rate.
 """
 
+import dataclasses
 import functools
-import itertools
 import json
 import os
 import statistics
@@ -43,7 +45,8 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import augment, flops, input_pipeline, optim, sources, stats, train
+from alexnet_jax import augment, flops, input_pipeline, ops, optim, sources, stats, train
+from alexnet_jax.model import create_model
 from alexnet_jax.train import TrainState, train_step
 from experiments import machine
 # pylint: enable=g-import-not-at-top
@@ -56,8 +59,10 @@ _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per run.')
 _RUNS = flags.DEFINE_integer('runs', 5, 'Timed runs; the median is reported.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'JAX compute dtypes.')
-_VARIANTS = flags.DEFINE_list('variants', [], 'Kernel switches of the model to flip, every '
-                              'combination a contender: split_towers, space_to_depth.')
+_IMPLEMENTATIONS = flags.DEFINE_multi_string(
+    'implementation', [], 'Also time the step computed this way (ops.choose: plain, '
+    'auto,lrn=autodiff, ...); each is a contender. "each": plain, and every operation in turn '
+    'in its other form.')
 _TORCH = flags.DEFINE_list('torch', ['eager', 'compile'], 'PyTorch modes; empty for none.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
 _DATA = flags.DEFINE_string('data', None, 'An ImageFolder of JPEGs or a packed folder: also '
@@ -66,29 +71,29 @@ _WORKERS = flags.DEFINE_integer('workers', 2, 'Grain worker processes for --data
 _BUDGET = flags.DEFINE_float('budget_s', 0, 'Prepare no further contender after this many '
                              'seconds (0: no limit); those left out are listed as errors.')
 
-SWITCHES = ('split_towers', 'space_to_depth')  # AlexNet fields that change kernels, not maths
+def implementations(specs: list[str]) -> list[str]:
+  """'auto' first, then the specs asked for, 'each' expanded; checked by ops.choose."""
+  out = ['auto']
+  for spec in specs:
+    if spec == 'each':
+      chosen = ops.for_backend()
+      out.append('plain')
+      for field in dataclasses.fields(ops.Implementation):
+        other = next(f for f in field.type.__args__ if f != getattr(chosen, field.name))
+        out.append(f'auto,{field.name}={other}')
+    else:
+      try:
+        ops.choose(spec)
+      except ValueError as e:
+        raise app.UsageError(f'--implementation={spec}: {e}') from e
+      out.append(spec)
+  return list(dict.fromkeys(out))
 
 
-def variants(flipped: list[str], model_config) -> list[dict]:
-  """The default switches first, then every combination with some of `flipped` inverted."""
-  unknown = set(flipped) - set(SWITCHES)
-  if unknown:
-    raise app.UsageError(f'--variants: {sorted(unknown)} are not among {SWITCHES}.')
-  out = []
-  for flips in itertools.product((False, True), repeat=len(flipped)):
-    out.append({name: bool(model_config[name]) != flip for name, flip in zip(flipped, flips)})
-  return out
-
-
-def variant_name(variant: dict, model_config) -> str:
-  return ' '.join(f'{k}={v}' for k, v in variant.items() if v != model_config[k])
-
-
-def build_model(model_config, dtype: str, variant: dict):
+def build_model(model_config, dtype: str, implementation: str = 'auto'):
   m = ml_collections.ConfigDict(model_config.to_dict())
   m.dtype = dtype
-  m.update(variant)
-  return train.create_model(m)
+  return create_model(m, implementation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,9 +116,9 @@ def real_batches(path: str, batch: int, resize: int, workers: int):
   return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0])), norm
 
 
-def synthetic_norm(resize: int) -> input_pipeline.Normalization:
+def synthetic_norm(resize: int) -> stats.Normalization:
   """Statistics of natural-image magnitude, for a step timed on synthetic images."""
-  return input_pipeline.Normalization(
+  return stats.Normalization(
       mean_image=np.full((resize, resize, 3), 115.0, np.float32),
       eigvals=np.array([4000.0, 300.0, 50.0], np.float32), eigvecs=np.eye(3, dtype=np.float32))
 
@@ -243,7 +248,7 @@ def main(argv):
   config = _CONFIG.value
   m, crop = config.model, config.data.crop_size
   batch = _BATCH.value or config.batch_size
-  reference = build_model(m, 'float32', {})
+  reference = build_model(m, 'float32')
   per_image = flops.train_flops(reference, crop)
   device = jax.devices()[0]
 
@@ -256,7 +261,7 @@ def main(argv):
       return
     try:
       run, info = make()
-    except Exception as e:  # pylint: disable=broad-except  (a variant or torch mode may fail)
+    except Exception as e:  # pylint: disable=broad-except  (an implementation or torch may fail)
       errors[name] = f'{type(e).__name__}: {e}'.splitlines()[0]
       print(f'skipping {name}: {errors[name]}', flush=True)
       return
@@ -266,17 +271,16 @@ def main(argv):
   resize = config.data.resize_size
   norm = synthetic_norm(resize)
 
-  def add_jax(dtype, variant, batches=None):
-    label = variant_name(variant, m) if batches is None else '+ input'
+  def add_jax(dtype, implementation, batches=None):
+    label = ('' if implementation == 'auto' else implementation) if batches is None else '+ input'
     add(f'jax {dtype} {label}'.strip(), lambda: jax_contender(
-        build_model(m, dtype, variant), crop, m.num_classes, batch, resize, norm, batches),
-        framework='jax',
-        dtype=dtype, variant=variant_name(variant, m) or 'default',
+        build_model(m, dtype, implementation), crop, m.num_classes, batch, resize, norm,
+        batches), framework='jax', dtype=dtype, implementation=implementation,
         input='synthetic' if batches is None else 'real')
 
-  # In order of importance, for --budget_s: the default kernels, the real input, PyTorch, and
-  # last the other kernel switches.
-  everything = variants(_VARIANTS.value, m)
+  # In order of importance, for --budget_s: the backend's implementation, the real input,
+  # PyTorch, and last the other implementations.
+  everything = implementations(_IMPLEMENTATIONS.value)
   for dtype in _DTYPES.value:
     add_jax(dtype, everything[0])
   feed = None
@@ -287,10 +291,10 @@ def main(argv):
       add_jax(dtype, everything[0], feed)
   for mode in _TORCH.value:
     add(f'torch {mode}', lambda mode=mode: torch_contender(mode, reference, crop, batch),
-        framework='torch', variant=mode, input='synthetic')
+        framework='torch', implementation=mode, input='synthetic')
   for dtype in _DTYPES.value:
-    for variant in everything[1:]:
-      add_jax(dtype, variant)
+    for implementation in everything[1:]:
+      add_jax(dtype, implementation)
 
   rates = {name: [] for name in contenders}
   for _ in range(_RUNS.value):

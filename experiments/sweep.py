@@ -28,7 +28,7 @@ import time
 
 from absl import app, flags
 
-from alexnet_jax import logs
+from alexnet_jax import logs, metric_writer
 from experiments import sweeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,6 +65,18 @@ def mismatch(name: str, base: str, overrides: dict, root: str) -> str | None:
   return ', '.join(differing) or None
 
 
+def train(base: str, overrides: dict, workdir: str, env: dict | None = None
+          ) -> tuple[list[str], int, float]:
+  """Trains (or resumes) one run in its own process, its output appended to WORKDIR/log.txt;
+  returns (command, exit code, wall seconds)."""
+  os.makedirs(workdir, exist_ok=True)
+  cmd = command(base, overrides, workdir)
+  start = time.time()
+  with open(os.path.join(workdir, 'log.txt'), 'a') as log:
+    rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+  return cmd, rc, time.time() - start
+
+
 def launch(name: str, base: str, overrides: dict, root: str) -> dict:
   """Runs one run to completion unless it has finished before; returns its run.json record."""
   workdir = os.path.join(root, name)
@@ -72,13 +84,9 @@ def launch(name: str, base: str, overrides: dict, root: str) -> dict:
   if os.path.exists(record_path):
     with open(record_path) as f:
       return json.load(f)
-  os.makedirs(workdir, exist_ok=True)
-  cmd = command(base, overrides, workdir)
-  start = time.time()
-  with open(os.path.join(workdir, 'log.txt'), 'a') as log:
-    rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+  cmd, rc, wall_s = train(base, overrides, workdir)
   record = {'name': name, 'base': base, 'command': ' '.join(cmd[1:]), 'overrides': overrides,
-            'returncode': rc, 'wall_s': round(time.time() - start, 1)}
+            'returncode': rc, 'wall_s': round(wall_s, 1)}
   if rc == 0:  # an unfinished run leaves no record, so the next sweep resumes it
     with open(record_path, 'w') as f:
       json.dump(record, f, indent=2)
@@ -87,26 +95,13 @@ def launch(name: str, base: str, overrides: dict, root: str) -> dict:
   return record
 
 
-def read_metrics(workdir: str) -> dict[str, list[dict]]:
-  """metrics.jsonl by split, one record per step (a resumed run's repeats: the last wins)."""
-  by_split: dict[str, dict[int, dict]] = {}
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          r = json.loads(line)
-          by_split.setdefault(r['split'], {})[r['step']] = r
-  return {split: [recs[s] for s in sorted(recs)] for split, recs in by_split.items()}
-
-
 COLUMNS = ('run', 'train_top1_err', 'val_top1_err', 'val_top5_err', 'best_val_top1_err',
            'delta_top1', 'delta_top5', 'epochs', 'params', 'wall_min', 'overrides')
 
 
 def summarize(name: str, root: str, overrides: dict) -> dict:
   workdir = os.path.join(root, name)
-  metrics = read_metrics(workdir)
+  metrics = metric_writer.read_by_split(workdir)
   train, val = metrics.get('train', []), metrics.get('val', [])
   row = {c: '' for c in COLUMNS}
   row.update(run=name, overrides=json.dumps(overrides))

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import demo_data
-from configs import default
+from configs import default, demo
 
 
 @pytest.fixture(scope='session')
@@ -54,16 +54,10 @@ def photo_dir(tmp_path_factory):
 
 def small_config(data_root: str, cache_dir: str) -> ml_collections.ConfigDict:
   """A tiny two-tower AlexNet on the 72-pixel shapes, a few steps long."""
-  config = default.get_config()
+  config = demo.small_network(default.get_config(), width=0.125)
   config.name = 'test'
-  config.model.num_classes = 10
-  config.model.width = 0.125
-  config.model.init_scheme = 'he'
-  config.model.input_scale = 1 / 64
   config.data.train_dir = os.path.join(data_root, 'train')
   config.data.val_dir = os.path.join(data_root, 'val')
-  config.data.resize_size = 72
-  config.data.crop_size = 67
   config.data.cache_dir = cache_dir
   config.data.threads = 2
   config.optim.lr_policy = 'constant'

@@ -19,7 +19,8 @@ os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={sys.argv[1]}
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import augment, input_pipeline, sharding, train  # noqa: E402
+from alexnet_jax import augment, input_pipeline, sharding, stats, train  # noqa: E402
+from alexnet_jax.model import create_model  # noqa: E402
 from tests.conftest import small_config  # noqa: E402
 
 STEPS = 3
@@ -45,17 +46,17 @@ def batches(batch_size: int):
            'label': rng.integers(0, 10, batch_size).astype(np.int32)} for _ in range(STEPS)]
 
 
-def normalization() -> input_pipeline.Normalization:
+def normalization() -> stats.Normalization:
   rng = np.random.default_rng(1)
   eigvecs = np.linalg.qr(rng.normal(size=(3, 3)))[0].astype(np.float32)
-  return input_pipeline.Normalization(
+  return stats.Normalization(
       mean_image=rng.uniform(80, 160, (72, 72, 3)).astype(np.float32),
       eigvals=np.array([900.0, 100.0, 16.0], np.float32), eigvecs=eigvecs)
 
 
 def run(config, mesh, data):
   """Parameters after STEPS train steps on `mesh`, and the compiled step's HLO text."""
-  model = train.create_model(config.model)
+  model = create_model(config.model)
   state = train.create_train_state(jax.random.key(0), model, 67, config.optim)
   state_sharding = sharding.state_shardings(state, mesh)
   batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
@@ -79,7 +80,7 @@ def main():
   config.mesh.model = 1
   reference, _ = run(config, sharding.create_mesh(config, jax.devices()[:1]), data)
   initial = jax.device_get(train.create_train_state(
-      jax.random.key(0), train.create_model(config.model), 67, config.optim).params)
+      jax.random.key(0), create_model(config.model), 67, config.optim).params)
   for layout in sys.argv[2:]:
     data_rows, config.mesh.model = map(int, layout.split('x'))
     mesh = sharding.create_mesh(config, jax.devices()[:data_rows * config.mesh.model])

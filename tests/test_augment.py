@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import augment, input_pipeline, transforms
+from alexnet_jax import augment, input_pipeline, stats, transforms
 
 S, CROP = 20, 16  # 5 x 5 crop positions
 
@@ -26,7 +26,7 @@ _train_inputs = jax.jit(augment.train_inputs, static_argnames=(
 def _norm(size=S, seed=0):
   rng = np.random.default_rng(seed)
   eigvecs = np.linalg.qr(rng.normal(size=(3, 3)))[0].astype(np.float32)
-  return input_pipeline.Normalization(
+  return stats.Normalization(
       mean_image=rng.uniform(60, 190, (size, size, 3)).astype(np.float32),
       eigvals=np.array([1600.0, 90.0, 9.0], np.float32), eigvecs=eigvecs)
 

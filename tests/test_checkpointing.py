@@ -20,7 +20,8 @@ import pytest
 import alexnet_jax
 from alexnet_jax import checkpointing, evaluate, export, logs, sharding, train
 from alexnet_jax.errors import CheckpointError
-from alexnet_jax.input_pipeline import Normalization
+from alexnet_jax.model import create_model
+from alexnet_jax.stats import Normalization
 from configs import default
 from tests.conftest import small_config
 
@@ -133,6 +134,17 @@ def test_a_checkpoint_of_another_config_is_refused_not_skipped(synthetic_run, tm
   with pytest.raises(CheckpointError, match=r'different config \(model\.width: checkpoint 1\.0'):
     checkpointing.restore_newest(mgr, _state(0), other, str(workdir))
   assert mgr.all_steps() == [1, 2, 3] and not os.path.exists(workdir / 'checkpoints_damaged')
+
+
+def test_the_implementation_is_not_part_of_a_checkpoints_identity():
+  """Checkpoints written before the implementation left the model hold its two switches."""
+  saved = json.loads(default.get_config().to_json())
+  del saved['implementation']
+  saved['model'].update(split_towers=False, space_to_depth=True)
+  config = default.get_config()
+  config.implementation = 'plain'
+  checkpointing.check_compatible(saved, config, 'old')
+  assert 'split_towers' not in checkpointing._current(saved)['model']
 
 
 def test_load_reads_the_newest_checkpoint_that_reads_back(trained_workdir, tmp_path, caplog):
@@ -281,7 +293,7 @@ def test_two_device_checkpoint_resumes_onto_a_one_device_mesh(two_device_run, sh
   config.mesh.model = 1
   mesh = sharding.create_mesh(config)
   init = functools.partial(train.create_train_state, jax.random.key(0),
-                           train.create_model(config.model), config.data.crop_size,
+                           create_model(config.model), config.data.crop_size,
                            config.optim)
   shapes = jax.eval_shape(init)
   target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,

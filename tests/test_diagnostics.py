@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import diagnostics, metric_writer, train
+from alexnet_jax.model import create_model
 from tests import numpy_alexnet
 from tests.conftest import small_config
 
@@ -25,7 +26,7 @@ def small():
   config = small_config('/x', '/y')
   config.model.dropout_rate, config.model.input_scale = 0.0, 1.0
   config.optim.fc8_lr_scale = 0.01
-  model = train.create_model(config.model)
+  model = create_model(config.model)
   return train.create_train_state(jax.random.key(0), model, 67, config.optim), config
 
 

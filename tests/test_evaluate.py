@@ -28,9 +28,9 @@ def test_ten_crop_is_the_four_corners_the_centre_and_their_mirrors():
 def test_top_k_errors_by_hand():
   probs = np.array([[0.1, 0.5, 0.2, 0.2], [0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]])
   labels = np.array([1, 2, 0])
-  errors = inference.top_k_errors(probs, labels, ks=(1, 2))
+  errors = evaluate.top_k_errors(probs, labels, ks=(1, 2))
   assert errors == {'top1_err': pytest.approx(2 / 3), 'top2_err': pytest.approx(2 / 3)}
-  assert inference.top_k_errors(probs, labels, ks=(3,))['top3_err'] == pytest.approx(1 / 3)
+  assert evaluate.top_k_errors(probs, labels, ks=(3,))['top3_err'] == pytest.approx(1 / 3)
 
 
 def _numpy_softmax(x):
@@ -78,7 +78,7 @@ def test_ensemble_averages_the_members_softmax(trained_workdir):
   members = [evaluate.probabilities(checkpointing.load(trained_workdir, s), 'center', 8)
              for s in (3, 6)]
   labels = members[0][1]
-  by_hand = inference.top_k_errors((members[0][0] + members[1][0]) / 2, labels)
+  by_hand = evaluate.top_k_errors((members[0][0] + members[1][0]) / 2, labels)
   assert [m['step'] for m in result['members']] == [3, 6]
   assert result['ensemble']['center']['top1_err'] == pytest.approx(by_hand['top1_err'])
   assert result['ensemble']['center']['top5_err'] == pytest.approx(by_hand['top5_err'])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from alexnet_jax import flops, optim
+from alexnet_jax import flops, ops, optim
 from alexnet_jax.model import AlexNet
 from alexnet_jax.train import TrainState, train_step
 
@@ -120,7 +120,8 @@ def test_network_forward_and_train_step_match_xla():
   by the batch. A matmul counted wrongly would be one layer's multiply-adds or more, e.g.
   conv1's input gradient (211 MFLOP), which the step must not compute nor the count include.
   """
-  model = AlexNet(space_to_depth=False)  # conv1 as a plain convolution (see below)
+  # conv1 as a plain convolution (see below), the rest as the CPU computes it.
+  model = AlexNet(implementation=ops.choose('auto,strided_conv=direct', backend='cpu'))
   size, batch = 227, 32
   padding = sum(_padding_macs(l) for l in flops.layers(model, size))
   activations = _activations(model, size)
@@ -145,7 +146,7 @@ def test_network_forward_and_train_step_match_xla():
 
   # space_to_depth's conv1 multiplies a kernel zero-padded to 12x12 in 4x4 blocks: 3x3 blocks
   # of 4x4x3 inputs, 432 taps instead of 363, work the count leaves out.
-  s2d = AlexNet(space_to_depth=True)
+  s2d = AlexNet(implementation=ops.choose('auto,strided_conv=space_to_depth', backend='cpu'))
   extra = _xla_flops(lambda p, x: s2d.apply({'params': p}, x, train=False), params,
                      images(1)) - forward
   assert extra == pytest.approx(2 * 55 * 55 * 96 * (432 - 363), rel=1e-3)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from alexnet_jax import flops, train
+from alexnet_jax import flops
+from alexnet_jax.model import create_model
 from experiments import gpu_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +30,7 @@ def test_tiny_report_has_every_section_with_numbers(shapes_dir, tmp_path):
       name: 'ok' for name in gpu_report.STAGES}, {n: s[n].get('error') for n in s}
 
   config = gpu_report.benchmark_config(tiny=True)
-  model, crop = train.create_model(config.model), config.data.crop_size
+  model, crop = create_model(config.model), config.data.crop_size
   per_image = flops.train_flops(model, crop) / 1e9
   assert report['flops']['train_gflops'] == per_image
   step = s['step']['result']['results']['jax float32']

@@ -14,7 +14,7 @@ from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_va
 
 
 def _norm(size):
-  return input_pipeline.Normalization(mean_image=np.full((size, size, 3), 100.0, np.float32),
+  return stats.Normalization(mean_image=np.full((size, size, 3), 100.0, np.float32),
                                       eigvals=np.array([400.0, 25.0, 4.0], np.float32),
                                       eigvecs=np.eye(3, dtype=np.float32))
 
@@ -68,18 +68,6 @@ def test_eval_batches_are_the_fitted_images_in_order(photo_dir):
   images = np.concatenate([b['image'] for b in batches])
   assert images.dtype == np.uint8
   np.testing.assert_array_equal(images, np.stack(_fitted(src, 256)))
-
-
-def test_eval_views_cut_on_the_host(photo_dir):
-  src = sources.ImageFolder(photo_dir)
-  first = _fitted(src, 256)[0].astype(np.float32) - 100.0
-  centre = next(iter(input_pipeline.eval_dataset(src, _norm(256), batch_size=4, resize=256,
-                                                 crop=227, threads=2)))
-  np.testing.assert_allclose(centre['image'][0], first[14:241, 14:241])
-  ten = next(iter(input_pipeline.eval_dataset(src, _norm(256), batch_size=2, resize=256,
-                                              crop=227, views='ten', threads=2)))
-  assert ten['image'].shape == (2, 10, 227, 227, 3)
-  np.testing.assert_allclose(ten['image'][0], transforms.ten_crop(first, 227))
 
 
 def test_stats_match_a_direct_computation(photo_dir):

@@ -1,4 +1,5 @@
-"""The network against PAPER.md: parameter tree, count, initialization, LRN and logits."""
+"""The network against PAPER.md: parameter tree, count, initialization, and logits against an
+independent NumPy network under every implementation (alexnet_jax/ops.py)."""
 
 import flax
 import jax
@@ -6,9 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alexnet_jax import ops
 from alexnet_jax.cifar_cnn import CifarCNN
-from alexnet_jax.model import AlexNet, count_params, local_response_norm, max_pool
+from alexnet_jax.model import AlexNet, count_params
 from tests import numpy_alexnet
+
+# The plain forms, and the fast forms the CPU and GPU run: every operation in both of its forms.
+IMPLEMENTATIONS = {'plain': ops.PLAIN, 'fast': ops.MEASURED['cpu']}
 
 PAPER_SHAPES = {
     'conv1': (11, 11, 3, 96), 'conv2': (5, 5, 48, 256), 'conv3': (3, 3, 256, 384),
@@ -74,37 +79,9 @@ def test_positive_bias_changes_only_the_biases_the_paper_sets_to_one():
     np.testing.assert_array_equal(caffe[name]['bias'], 0.1 * paper[name]['bias'])
 
 
-@pytest.mark.parametrize('groups', [1, 2])
-def test_lrn_matches_the_papers_formula(groups):
-  a = np.random.default_rng(0).normal(0, 30, size=(2, 3, 3, 16)).astype(np.float32)
-  expected = numpy_alexnet.lrn(a, k=2.0, n=5, alpha=1e-4, beta=0.75, towers=groups)
-  got = local_response_norm(jnp.asarray(a), groups=groups, k=2.0, n=5, alpha=1e-4, beta=0.75)
-  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5)
-
-
-def test_lrn_never_mixes_the_towers():
-  # A large activation in tower 2's first channel must leave tower 1's last channel untouched,
-  # though it is its neighbour in the channel axis; within one tower it is divided.
-  a = np.ones((1, 1, 1, 8), np.float32)
-  b = a.copy()
-  b[..., 4] = 1000.0
-  towers = local_response_norm(jnp.asarray(b), groups=2, k=2.0, n=5, alpha=1e-4, beta=0.75)
-  ref = local_response_norm(jnp.asarray(a), groups=2, k=2.0, n=5, alpha=1e-4, beta=0.75)
-  assert towers[..., 3] == ref[..., 3]
-  assert towers[..., 5] < ref[..., 5]
-  single = local_response_norm(jnp.asarray(b), groups=1, k=2.0, n=5, alpha=1e-4, beta=0.75)
-  assert single[..., 3] < ref[..., 3]
-
-
-def test_lrn_alpha_multiplies_the_plain_sum():
-  a = np.full((1, 1, 1, 5), 10.0, np.float32)  # centre channel: 5 neighbours of 100 each
-  got = local_response_norm(jnp.asarray(a), groups=1, k=2.0, n=5, alpha=1e-2, beta=1.0)
-  assert float(got[0, 0, 0, 2]) == pytest.approx(10.0 / (2.0 + 1e-2 * 500.0))  # not alpha / n
-
-
-@pytest.mark.parametrize('split,s2d', [(True, True), (False, False)])
-def test_full_size_logits_match_an_independent_numpy_network(split, s2d):
-  model = AlexNet(split_towers=split, space_to_depth=s2d)
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_full_size_logits_match_an_independent_numpy_network(implementation):
+  model = AlexNet(implementation=IMPLEMENTATIONS[implementation])
   images = np.random.default_rng(1).normal(0, 60, size=(2, 227, 227, 3)).astype(np.float32)
   params = _init(model, images[:1], 3)
   # Larger weights than the paper's 0.01 so that every layer's signal matters in the logits.
@@ -114,10 +91,11 @@ def test_full_size_logits_match_an_independent_numpy_network(split, s2d):
   np.testing.assert_allclose(got, expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 @pytest.mark.parametrize('towers,padding,size', [(1, 0, 67), (2, 2, 64)])
-def test_variant_logits_match_numpy(towers, padding, size):
+def test_variant_logits_match_numpy(towers, padding, size, implementation):
   model = AlexNet(num_classes=7, towers=towers, width=0.25, conv1_padding=padding,
-                  activation='tanh')
+                  activation='tanh', implementation=IMPLEMENTATIONS[implementation])
   images = np.random.default_rng(2).normal(0, 60, size=(3, size, size, 3)).astype(np.float32)
   params = _init(model, images[:1], 0)
   params = jax.tree.map(lambda p: p * 5.0, params)
@@ -165,31 +143,6 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   np.testing.assert_allclose(b, a, rtol=0.05, atol=0.05 * float(jnp.abs(a).max()))
 
 
-@pytest.mark.parametrize('groups,beta', [(1, 0.75), (2, 0.75), (2, 0.6)])
-def test_lrn_gradient_matches_the_differentiated_formula(groups, beta):
-  """The hand-written backward pass against autodiff of the plain formula."""
-  def plain(x):
-    *b, c = x.shape
-    a = x.reshape(*b, groups, c // groups)
-    padded = jnp.pad(a * a, [(0, 0)] * (a.ndim - 1) + [(2, 2)])
-    s = sum(padded[..., j:j + a.shape[-1]] for j in range(5))
-    return (a * (2.0 + 1e-3 * s) ** -beta).reshape(x.shape)
-
-  x = jax.random.normal(jax.random.key(0), (3, 5, 5, 16)) * 30
-  ours = jax.grad(lambda x: jnp.sin(local_response_norm(
-      x, groups=groups, k=2.0, n=5, alpha=1e-3, beta=beta)).sum())(x)
-  expected = jax.grad(lambda x: jnp.sin(plain(x)).sum())(x)
-  np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-5 * float(jnp.abs(expected).max()))
-
-
-def test_max_pool_values_and_gradient_match_flax():
-  x = jax.random.normal(jax.random.key(1), (2, 13, 13, 8))
-  np.testing.assert_array_equal(max_pool(x, 3, 2), flax.linen.max_pool(x, (3, 3), (2, 2)))
-  np.testing.assert_allclose(
-      jax.grad(lambda x: (max_pool(x, 3, 2) ** 2).sum())(x),
-      jax.grad(lambda x: (flax.linen.max_pool(x, (3, 3), (2, 2)) ** 2).sum())(x))
-
-
 @pytest.mark.parametrize('removed', [2, 3, 4])
 def test_removing_a_middle_conv_layer_matches_numpy(removed):
   """Section 7's ablation: the layer's conv, ReLU and LRN go, its pooling stays."""
@@ -220,21 +173,22 @@ def test_removing_a_middle_conv_layer_matches_numpy(removed):
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
 @pytest.mark.parametrize('activation,lrn', [('relu', False), ('tanh', True)])
-def test_cifar_cnn_matches_numpy(activation, lrn):
+def test_cifar_cnn_matches_numpy(activation, lrn, implementation):
   """The four-layer CIFAR-10 net of Figure 1: conv-pool[-LRN] x2, conv-pool, fc."""
-  model = CifarCNN(activation=activation, lrn=lrn)
+  model = CifarCNN(activation=activation, lrn=lrn, implementation=IMPLEMENTATIONS[implementation])
   images = np.random.default_rng(4).normal(0, 60, size=(2, 32, 32, 3)).astype(np.float32)
   params = _init(model, images[:1], 2)
   assert list(params) == ['conv1', 'conv2', 'conv3', 'fc4']
   assert params['conv2']['kernel'].shape == (5, 5, 32, 32)
   p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
   act = np.tanh if activation == 'tanh' else (lambda v: np.maximum(v, 0))
-  norm = (lambda v: numpy_alexnet.lrn(v, towers=1)) if lrn else (lambda v: v)
+  response_norm = (lambda v: numpy_alexnet.lrn(v, towers=1)) if lrn else (lambda v: v)
   x = images.astype(np.float64) / 64
   for name in ('conv1', 'conv2'):
-    x = norm(numpy_alexnet.maxpool(act(numpy_alexnet.conv(x, p[name]['kernel'], p[name]['bias'],
-                                                          1, 2))))
+    x = response_norm(numpy_alexnet.maxpool(act(numpy_alexnet.conv(
+        x, p[name]['kernel'], p[name]['bias'], 1, 2))))
   x = numpy_alexnet.maxpool(act(numpy_alexnet.conv(x, p['conv3']['kernel'], p['conv3']['bias'],
                                                    1, 2)))
   assert x.shape[1:] == (3, 3, 64)

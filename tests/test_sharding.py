@@ -34,6 +34,7 @@ from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from alexnet_jax import sharding, train
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.model import create_model
 from configs import one_tower, paper
 from tests.conftest import small_config
 
@@ -207,7 +208,7 @@ def _two_processes(config_file, workdir, steps):
 def _params(config, workdir, step):
   """Parameters of a checkpoint, restored onto this process's one device."""
   init = functools.partial(train.create_train_state, jax.random.key(0),
-                           train.create_model(config.model), config.data.crop_size, config.optim)
+                           create_model(config.model), config.data.crop_size, config.optim)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                         jax.eval_shape(init))

@@ -9,8 +9,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import augment, input_pipeline, optim, sharding, train
+from alexnet_jax import augment, input_pipeline, optim, sharding, stats, train
 from alexnet_jax.errors import CheckpointError, UserError
+from alexnet_jax.model import create_model
 from configs import demo
 from tests.conftest import small_config
 
@@ -58,14 +59,14 @@ def test_a_step_descends_on_its_batch():
   (dropout and weight decay off, so the update is the plain gradient of that loss)."""
   config = small_config('/x', '/y')
   config.model.dropout_rate, config.optim.weight_decay, config.optim.base_lr = 0.0, 0.0, 1e-3
-  model = train.create_model(config.model)
+  model = create_model(config.model)
   state = train.create_train_state(jax.random.key(0), model, 67, config.optim)
   rng = np.random.default_rng(0)
   batch = {'image': rng.normal(0, 60, (8, 67, 67, 3)).astype(np.float32),
            'label': rng.integers(0, 10, 8).astype(np.int32)}
   # The network's input as it is: no augmentation, no test view.
   eval_step = jax.jit(functools.partial(train.eval_step, view_fn=lambda x, norm: x))
-  loss = lambda s: float(eval_step(s, train.pad_batch(batch, 8), None)['loss'])
+  loss = lambda s: float(eval_step(s, input_pipeline.pad_batch(batch, 8), None)['loss'])
   before = loss(state)
   step = functools.partial(train.train_step, norm=None, augment_fn=lambda x, norm, rng: x)
   after, metrics = jax.jit(step)(state, batch, jax.random.key(1))
@@ -160,18 +161,18 @@ def test_class_count_mismatch_is_explained(shapes_dir, tmp_path):
 
 def _norm():
   rng = np.random.default_rng(1)
-  return input_pipeline.Normalization(
+  return stats.Normalization(
       mean_image=rng.uniform(80, 160, (72, 72, 3)).astype(np.float32),
       eigvals=np.array([900.0, 100.0, 16.0], np.float32), eigvecs=np.eye(3, dtype=np.float32))
 
 
 def test_eval_step_ignores_padding():
-  model = train.create_model(small_config('/x', '/y').model)
+  model = create_model(small_config('/x', '/y').model)
   state = train.create_train_state(jax.random.key(0), model, 67, small_config('/x', '/y').optim)
   rng, norm = np.random.default_rng(0), _norm()
   batch = {'image': rng.integers(0, 256, (5, 72, 72, 3), np.uint8),
            'label': rng.integers(0, 10, 5).astype(np.int32)}
-  padded = train.pad_batch(batch, 8)
+  padded = input_pipeline.pad_batch(batch, 8)
   assert padded['image'].shape[0] == 8 and padded['mask'].tolist() == [1] * 5 + [0] * 3
   out = jax.jit(train.eval_step, static_argnums=3)(
       state, padded, norm, functools.partial(augment.center_view, crop=67))
@@ -189,7 +190,7 @@ def test_eval_step_ignores_padding():
 
 def test_evaluate_runs_the_agreed_number_of_batches_padding_a_short_share():
   """A process whose share of the evaluation images ends early still runs every eval step."""
-  model = train.create_model(small_config('/x', '/y').model)
+  model = create_model(small_config('/x', '/y').model)
   state = train.create_train_state(jax.random.key(0), model, 67, small_config('/x', '/y').optim)
   rng, norm = np.random.default_rng(0), _norm()
   batches = [{'image': rng.integers(0, 256, (n, 72, 72, 3), np.uint8),
@@ -207,7 +208,7 @@ def test_evaluate_runs_the_agreed_number_of_batches_padding_a_short_share():
                            batch_sharding=sharding.batch_sharding(mesh))
   assert calls == [8, 3, 0, 0]
   whole = {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label')}
-  expected = step(state, train.pad_batch(whole, 11), norm)
+  expected = step(state, input_pipeline.pad_batch(whole, 11), norm)
   assert metrics['top1_err'] == pytest.approx(float(expected['top1_err']) / 11)
   assert metrics['loss'] == pytest.approx(float(expected['loss']) / 11, rel=1e-5)
 
@@ -237,12 +238,15 @@ def test_resume_rule_for_a_changed_base_lr(caplog):
   assert train.resumed_policy(saved, 0.001, o).lr == pytest.approx(0.001 * 0.01)
 
 
-def test_speed_switches_may_change_on_resume(shapes_dir, tmp_path):
-  """split_towers and space_to_depth compute the same maths on the same parameters."""
+def test_the_implementation_may_change_on_resume(shapes_dir, tmp_path):
+  """Every form of every operation computes the same maths on the same parameters, so a run
+  written with the plain forms resumes, trains and evaluates with the fast ones."""
   config = small_config(shapes_dir, str(tmp_path / 'cache'))
   config.num_train_steps = 3
+  config.implementation = 'plain'
   train.train_and_evaluate(config, str(tmp_path / 'run'))
-  config.model.split_towers = config.model.space_to_depth = False
+  config.implementation = 'auto,grouped_conv=per_tower,strided_conv=space_to_depth,' \
+                          'lrn=custom_gradient,pooling=strided_views'
   config.num_train_steps = 6
   final = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert np.isfinite(final['train']['loss'])

@@ -56,26 +56,6 @@ def test_centre_and_crops():
   centred = transforms.centre(image.astype(np.uint8), mean)
   np.testing.assert_array_equal(centred, image.astype(np.uint8).astype(np.float32) - 7.0)
   np.testing.assert_array_equal(transforms.center_crop(image, 227), image[14:241, 14:241])
-  rng = np.random.default_rng(0)
-  seen = set()
-  for _ in range(200):
-    crop = transforms.random_crop(image, 227, rng)
-    assert crop.shape == (227, 227, 3)
-    seen.add((crop[0, 0, 0], crop[-1, -1, -1]))
-  assert len(seen) > 100  # many distinct offsets
-
-
-def test_flip_really_mirrors_half_the_time():
-  image = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
-  rng = np.random.default_rng(1)
-  flipped = 0
-  for _ in range(2000):
-    out = transforms.random_flip(image, rng)
-    if np.array_equal(out, image[:, ::-1]):
-      flipped += 1
-    else:
-      np.testing.assert_array_equal(out, image)
-  assert 900 < flipped < 1100
 
 
 @pytest.mark.parametrize('scale,power', [('sqrt', 0.5), ('eigval', 1.0)])
