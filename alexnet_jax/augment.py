@@ -64,7 +64,7 @@ def patches(images: jax.Array, norm: Normalization, top: jax.Array, left: jax.Ar
     corner, shape = (top, left, 0), (crop, crop, 3)
     patch = (jax.lax.dynamic_slice(image, corner, shape).astype(jnp.float32)
              - jax.lax.dynamic_slice(norm.mean_image, corner, shape))
-    # Reflecting the centred patch reflects the image and its mean alike.
+    # Reflecting the centered patch reflects the image and its mean alike.
     patch = jnp.where(flip, patch[:, ::-1], patch)
     return (patch + shift).astype(dtype)
 
@@ -80,26 +80,29 @@ def train_inputs(images: jax.Array, norm: Normalization, rng: jax.Array, *, crop
                  crop, jnp.dtype(dtype))
 
 
-def _centred(images: jax.Array, norm: Normalization, top: int, left: int, crop: int) -> jax.Array:
+def _mean_subtracted(images: jax.Array, norm: Normalization, top: int, left: int,
+                     crop: int) -> jax.Array:
   return (images[:, top:top + crop, left:left + crop].astype(jnp.float32)
           - norm.mean_image[top:top + crop, left:left + crop])
 
 
 def center_view(images: jax.Array, norm: Normalization, *, crop: int = 227,
                 dtype=jnp.float32) -> jax.Array:
-  """The test-time centre patch of a uint8 (B, S, S, 3) batch, centred: (B, crop, crop, 3)."""
+  """The test-time center patch of a uint8 (B, S, S, 3) batch, centered: (B, crop, crop, 3)."""
   h, w = images.shape[1:3]
-  return _centred(images, norm, (h - crop) // 2, (w - crop) // 2, crop).astype(jnp.dtype(dtype))
+  top, left = (h - crop) // 2, (w - crop) // 2
+  return _mean_subtracted(images, norm, top, left, crop).astype(jnp.dtype(dtype))
 
 
 def ten_views(images: jax.Array, norm: Normalization, *, crop: int = 227,
               dtype=jnp.float32) -> jax.Array:
-  """Section 4.1's ten test patches of a uint8 (B, S, S, 3) batch, centred: (B, 10, crop, crop,
-  3), in transforms.ten_crop's order (four corners, centre, then the reflections of all five)."""
+  """Section 4.1's ten test patches of a uint8 (B, S, S, 3) batch, centered: (B, 10, crop, crop,
+  3), in transforms.ten_crop's order (four corners, center, then the reflections of all five)."""
   h, w = images.shape[1:3]
   corners = ((0, 0), (0, w - crop), (h - crop, 0), (h - crop, w - crop),
              ((h - crop) // 2, (w - crop) // 2))
-  views = jnp.stack([_centred(images, norm, top, left, crop) for top, left in corners], axis=1)
+  views = jnp.stack([_mean_subtracted(images, norm, top, left, crop) for top, left in corners],
+                    axis=1)
   return jnp.concatenate([views, views[:, :, :, ::-1]], axis=1).astype(jnp.dtype(dtype))
 
 

@@ -1,4 +1,4 @@
-"""Top-1 and top-5 error of checkpoints, from one centre patch and from the paper's ten patches,
+"""Top-1 and top-5 error of checkpoints, from one center patch and from the paper's ten patches,
 alone and as softmax-averaged ensembles (Table 2's "5 CNNs" rows), with per-class accuracy and
 the confusion matrix.
 

@@ -55,7 +55,7 @@ class Model:
     network: the Flax module the checkpoint's config describes (AlexNet or its CIFAR-10 net).
     class_names: the training data's labels, in output order (synsets for ImageNet data).
     norm: the training set's mean image and RGB PCA (Section 2, 4.1).
-    resize: images are fitted to resize x resize (shorter side, then the centre).
+    resize: images are fitted to resize x resize (shorter side, then the center).
     crop: the network's input side (227 for the paper's net).
     decoder: how JPEGs are decoded and resized ('auto' or 'pillow', see data.decoder): the
       way training did, as the pixels differ slightly between the two.
@@ -83,10 +83,11 @@ class Model:
     """
     out = []
     for image in _as_list(images):
-      fitted = transforms.fit(_to_rgb_array(image, self.decoder), self.resize, self.decoder)
-      centred = transforms.centre(fitted, self.norm.mean_image)
-      out.append(transforms.center_crop(centred, self.crop) if views == 'center'
-                 else transforms.ten_crop(centred, self.crop))
+      fitted = transforms.resize_center_crop(_to_rgb_array(image, self.decoder), self.resize,
+                                             self.decoder)
+      centered = transforms.subtract_mean(fitted, self.norm.mean_image)
+      out.append(transforms.center_crop(centered, self.crop) if views == 'center'
+                 else transforms.ten_crop(centered, self.crop))
     return np.stack(out).astype(np.float32)
 
   def logits(self, params, inputs: np.ndarray) -> jax.Array:
@@ -238,7 +239,7 @@ class Prediction:
 def predict(model: Model, params, images, top_k: int = 5, views: str = 'center') -> Prediction:
   """Classifies raw images (see Model.preprocess for what `images` may be).
 
-  views='center' reads the centre patch; views='ten' averages the softmax over the paper's ten
+  views='center' reads the center patch; views='ten' averages the softmax over the paper's ten
   patches (Section 4.1). Returns the top_k class ids, probabilities and names, best first.
   """
   probs = np.asarray(view_probabilities(model.network, params,

@@ -45,7 +45,7 @@ def _skip(name: str, reason: str) -> None:
                     name, reason, len(_skipped))
 
 
-def decode_fit(example: dict, size: int, decoder: str = 'auto',
+def decode_resize_crop(example: dict, size: int, decoder: str = 'auto',
                out: np.ndarray | None = None) -> dict | None:
   """Decode, then the paper's offline step: shorter side -> size, central size x size patch.
 
@@ -61,19 +61,21 @@ def decode_fit(example: dict, size: int, decoder: str = 'auto',
   except transforms.UndecodableImage as e:
     _skip(name, str(e))
     return None
-  out = {'image': transforms.fit(image, size, decoder, out), 'label': np.int32(example['label'])}
+  out = {'image': transforms.resize_center_crop(image, size, decoder, out),
+         'label': np.int32(example['label'])}
   if 'index' in example:
     out['index'] = example['index']
   return out
 
 
-def decode_fit_batch(examples: list[dict], size: int, decoder: str = 'auto') -> dict | None:
-  """`decode_fit` of a list of records into one (n, size, size, 3) uint8 array, in order: the
-  records that do not decode are left out (None if none decodes). Carries `index` if given."""
+def decode_resize_crop_batch(examples: list[dict], size: int, decoder: str = 'auto') -> dict | None:
+  """`decode_resize_crop` of a list of records into one (n, size, size, 3) uint8 array, in
+  order: the records that do not decode are left out (None if none decodes). Carries `index` if
+  given."""
   images = np.empty((len(examples), size, size, 3), np.uint8)
   kept = []
   for example in examples:
-    if (out := decode_fit(example, size, decoder, out=images[len(kept)])) is not None:
+    if (out := decode_resize_crop(example, size, decoder, out=images[len(kept)])) is not None:
       kept.append(out)
   if not kept:
     return None
@@ -88,7 +90,7 @@ def _read_decode(indices: list[int], *, source, size: int, decoder: str,
   examples = [source[i] for i in indices]
   if with_index:
     examples = [{**e, 'index': np.int32(i)} for e, i in zip(examples, indices)]
-  return decode_fit_batch(examples, size, decoder)
+  return decode_resize_crop_batch(examples, size, decoder)
 
 
 def _shard(ds: grain.MapDataset) -> grain.MapDataset:

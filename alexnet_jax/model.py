@@ -74,7 +74,7 @@ class AlexNet(nn.Module):
       afford (experiments/README.md).
     input_std: the input pixels' standard deviation that 'he' scales conv1 for (mean-subtracted
       0-255 pixels: about 64).
-    input_scale: multiplies the images before conv1 (paper: 1, the network sees the centred
+    input_scale: multiplies the images before conv1 (paper: 1, the network sees the centered
       0-255 values themselves).
     dtype: compute dtype (float32 or bfloat16); parameters are always float32.
     implementation: how the convolutions, LRN and pooling are computed (alexnet_jax/ops.py);

@@ -34,7 +34,7 @@ from alexnet_jax.errors import DataError, UserError
 
 def _pack_one(example: dict, size: int, quality: int, decoder: str) -> dict:
   """One record of the packed format, or the reason it was skipped."""
-  out = input_pipeline.decode_fit(example, size, decoder)
+  out = input_pipeline.decode_resize_crop(example, size, decoder)
   name = str(example.get('name', '?'))
   if out is None:
     return {'skipped': name, 'reason': input_pipeline.skipped().get(name, 'undecodable')}

@@ -14,7 +14,8 @@ dataset gives every image the same label.
 - `Packed`: the project's own ArrayRecord shards of 256x256 JPEGs (see `alexnet_jax.prepare`).
 
 A file that cannot be read gives empty `image_bytes` and an `error`; decoding then skips it by
-the pipeline's stated policy (see `input_pipeline.decode_fit`) rather than stopping the epoch.
+the pipeline's stated policy (see `input_pipeline.decode_resize_crop`) rather than stopping the
+epoch.
 """
 
 import csv

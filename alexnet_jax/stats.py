@@ -94,7 +94,7 @@ def compute_counted(source, size: int, max_images: int = 0, seed: int = 0, worke
   if 0 < max_images < len(ds):
     ds = ds.seed(seed).shuffle()[:max_images]
   n = len(ds)
-  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=size, decoder=decoder))
+  ds = ds.map(functools.partial(input_pipeline.decode_resize_crop, size=size, decoder=decoder))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads)).batch(64)
   it = input_pipeline.in_workers(it, workers)
   acc = Accumulator(size)

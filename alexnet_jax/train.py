@@ -107,7 +107,7 @@ def eval_step(state: TrainState, batch: dict, norm: stats.Normalization,
 
 def evaluate(jitted_eval_step, state: TrainState, eval_ds, norm: stats.Normalization, *,
              batch_size: int, num_batches: int, batch_sharding: jax.sharding.Sharding) -> dict:
-  """Loss, top-1 and top-5 error of the centre crops of the whole evaluation set.
+  """Loss, top-1 and top-5 error of the center crops of the whole evaluation set.
 
   Every process runs the same `num_batches` steps, as the sharded step needs all of them: one
   whose share of the images has run out (a smaller share, or skipped files) feeds padding.

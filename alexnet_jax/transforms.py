@@ -1,11 +1,12 @@
 """The paper's preprocessing and augmentation (Section 2 and Section 4.1), one example at a time.
 
 Images are HxWx3 uint8 arrays, RGB, on the 0-255 scale. `decode` turns any stored image into
-such an array; `fit` is the paper's offline step (shorter side to 256, central 256x256 patch);
-`centre` subtracts the training set's mean image; `crop`, `mirror` and `lighting_shift` are the
-two forms of data augmentation. Training draws and applies the augmentation on the device, fused
-into one pass over the batch (alexnet_jax/augment.py); these NumPy forms are the reference it is
-tested against, and what reading a single image for inference uses.
+such an array; `resize_center_crop` is the paper's offline step (shorter side to 256, central
+256x256 patch); `subtract_mean` subtracts the training set's mean image; `crop`, `mirror` and
+`lighting_shift` are the two forms of data augmentation. Training draws and applies the
+augmentation on the device, fused into one pass over the batch (alexnet_jax/augment.py); these
+NumPy forms are the reference it is tested against, and what reading a single image for
+inference uses.
 
 Decoding and resizing use simplejpeg (libjpeg-turbo) and OpenCV when they are installed
 (`pip install alexnet_jax[fast]`), else Pillow: the first is the faster (BENCHMARKS.md,
@@ -98,7 +99,7 @@ def resize(image: np.ndarray, width: int, height: int, decoder: str = 'auto',
   return out
 
 
-def fit(image: np.ndarray, size: int, decoder: str = 'auto',
+def resize_center_crop(image: np.ndarray, size: int, decoder: str = 'auto',
         out: np.ndarray | None = None) -> np.ndarray:
   """Section 2: rescale so the shorter side is `size`, then take the central size x size patch.
 
@@ -117,7 +118,7 @@ def fit(image: np.ndarray, size: int, decoder: str = 'auto',
   return out
 
 
-def centre(image: np.ndarray, mean_image: np.ndarray) -> np.ndarray:
+def subtract_mean(image: np.ndarray, mean_image: np.ndarray) -> np.ndarray:
   """Section 2: subtract the mean activity over the training set from each pixel."""
   return np.subtract(image, mean_image, dtype=np.float32)  # one pass, a new contiguous array
 
@@ -131,7 +132,7 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """Section 4.1's test-time views: the four corner patches, the centre patch and the horizontal
+  """Section 4.1's test-time views: the four corner patches, the center patch and the horizontal
   reflections of all five, stacked as (10, size, size, C) in that order."""
   h, w = image.shape[:2]
   offsets = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size),

@@ -3,7 +3,7 @@
     python -m experiments.figure4 --workdir=runs/imagenette_small    # writes <workdir>/figure4.png
 
 fc7 is the last hidden layer (4096 units in the paper's net; after its ReLU, test mode). Every
-training image's centre patch is passed through the net once; each query is a validation image
+training image's center patch is passed through the net once; each query is a validation image
 (--queries of them, spread over the classes), and its neighbours are the training images at the
 smallest Euclidean distance (Section 6.1).
 """
@@ -22,20 +22,20 @@ from experiments import plotting
 
 
 def features(model, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-  """(fc7 features (N, D), source indices (N,)) of every readable image's centre patch."""
+  """(fc7 features (N, D), source indices (N,)) of every readable image's center patch."""
   ds = input_pipeline.eval_dataset(source, batch_size=batch_size, resize=model.resize,
                                    decoder=model.decoder)
-  centre = jax.jit(functools.partial(augment.center_view, crop=model.crop))
+  center = jax.jit(functools.partial(augment.center_view, crop=model.crop))
   norm = jax.device_put(model.norm)
   feats, index = [], []
   for batch in ds:
-    feats.append(model.features(params, centre(batch['image'], norm)))
+    feats.append(model.features(params, center(batch['image'], norm)))
     index.append(batch['index'])
   return np.concatenate(feats), np.concatenate(index)
 
 
 def thumbnail(source, index: int, size: int) -> np.ndarray:
-  return transforms.fit(transforms.decode(source[int(index)]['image_bytes']), size)
+  return transforms.resize_center_crop(transforms.decode(source[int(index)]['image_bytes']), size)
 
 
 def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> str:

@@ -20,7 +20,7 @@ of time is reported with its error and the report still completes:
               it finishes the step, writes a checkpoint and exits 0; a run that exits otherwise,
               or not within --grace seconds (then killed), is reported as such and its newest
               periodic checkpoint is evaluated
-  evaluate    alexnet_jax.evaluate: centre-patch and ten-patch error of that checkpoint
+  evaluate    alexnet_jax.evaluate: center-patch and ten-patch error of that checkpoint
 
 Imagenette (`train/` and `val/` of JPEGs) is read from --imagenette, by default
 $IMAGENETTE_DIR or ../shared/data/imagenette. The model runs the backend's implementation
@@ -354,7 +354,7 @@ def write_markdown(report: dict, path: str) -> None:
       ('3. End to end: the step fed by the real input pipeline',
        lambda: _end_to_end_section(s['end_to_end']), 'end_to_end'),
       ('4. The paper\'s recipe on Imagenette', lambda: _train_section(s['train']), 'train'),
-      ('5. Centre and ten-patch error', lambda: _evaluate_section(s['evaluate']), 'evaluate'),
+      ('5. Center and ten-patch error', lambda: _evaluate_section(s['evaluate']), 'evaluate'),
       ('Stages', lambda: _stages_section(s), None)]
   for title, body, name in sections:
     lines += ['', f'## {title}', '']

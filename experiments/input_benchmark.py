@@ -5,10 +5,10 @@ one process and run, the loaders interleaved so that load from other programs hi
   baseline      PIL transforms in a torch DataLoader (a multiprocessing.Pool of the same PIL
                 code when torch is absent): open, RGB, shorter side -> 256, central 256x256,
                 random 227x227 crop, random flip, float32 minus the mean image, PCA lighting;
-  float32-jpeg  the host-float recipe in Grain: decode and fit as below, then the crop, the
-                reflection, the centring and the lighting per example as float32 on the host
-                (this project's input path before the augmentation moved to the device; here
-                only as a contender);
+  float32-jpeg  the host-float recipe in Grain: decode, resize and center-crop as below, then
+                the crop, the reflection, the mean subtraction and the lighting per example
+                as float32 on the host (this project's input path before the augmentation
+                moved to the device; here only as a contender);
   uint8-jpeg    `input_pipeline.train_dataset` over the same JPEG files (ImageFolder): decode,
                 the paper's offline step, uint8 batches of 256x256 images, nothing else;
   uint8-packed  the same over `alexnet_jax.prepare`'s ArrayRecord shards of them;
@@ -57,7 +57,8 @@ flags.DEFINE_integer('warmup', 3, 'Batches drawn before timing (worker start-up,
 flags.DEFINE_integer('repeats', 5, 'Runs of each loader; the median is reported.')
 flags.DEFINE_list('loaders', ['baseline', 'float32-jpeg', 'uint8-jpeg', 'uint8-packed'],
                   'Which loaders to run.')
-flags.DEFINE_bool('decoders', True, 'Also time decode + fit to 256x256 per decoder, one core.')
+flags.DEFINE_bool('decoders', True,
+                  'Also time decode + resize_center_crop to 256x256 per decoder, one core.')
 flags.DEFINE_string('json', None, 'Also write the results here.')
 FLAGS = flags.FLAGS
 
@@ -145,14 +146,14 @@ def host_float_augment(example: dict, rng: np.random.Generator, *, norm, mirrore
   if rng.random() < 0.5:
     image = transforms.mirror(image)
     mean = transforms.crop(mirrored_mean, top, mirrored_mean.shape[1] - left - CROP, CROP)
-  image = transforms.centre(image, mean)
+  image = transforms.subtract_mean(image, mean)
   transforms.add_rgb(image, transforms.lighting_shift(norm.eigvals, norm.eigvecs, 0.1, rng))
   return {'image': image, 'label': example['label']}
 
 
 def host_float_batches(source, norm, batch_size, workers, threads):
   ds = grain.MapDataset.source(source).seed(0).shuffle().repeat(None)
-  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=RESIZE))
+  ds = ds.map(functools.partial(input_pipeline.decode_resize_crop, size=RESIZE))
   mirrored_mean = np.ascontiguousarray(norm.mean_image[:, ::-1])
   ds = ds.random_map(functools.partial(host_float_augment, norm=norm, mirrored_mean=mirrored_mean))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
@@ -169,7 +170,7 @@ def uint8_batches(source, batch_size, workers, threads):
 
 def per_image_batches(source, batch_size, threads):
   ds = grain.MapDataset.source(source).seed(0).shuffle().repeat(None)
-  ds = ds.map(functools.partial(input_pipeline.decode_fit, size=RESIZE))
+  ds = ds.map(functools.partial(input_pipeline.decode_resize_crop, size=RESIZE))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
   return iter(it.batch(batch_size, drop_remainder=True))
 
@@ -235,22 +236,24 @@ def device_augment_cost(norm, batch_size: int, runs: int = 7, calls: int = 5) ->
 
 
 def decoder_table(folder) -> None:
-  """decode + fit to 256x256 on one core, per decoder, on the files as they are and re-encoded
-  at 500x375 (ImageNet's typical size), with the mean pixel difference from Pillow."""
+  """decode + resize_center_crop to 256x256 on one core, per decoder, on the files as they are
+  and re-encoded at 500x375 (ImageNet's typical size), with the mean pixel difference from
+  Pillow."""
   originals = [folder[i]['image_bytes'] for i in range(0, len(folder), max(1, len(folder) // 300))]
   larger = []
   for data in originals[:100]:
     image = Image.fromarray(transforms.decode(data)).resize((500, 375), Image.BICUBIC)
     larger.append(transforms.encode_jpeg(np.asarray(image), 90))
-  print(f'\n{"decode + fit, one core":28s} {"as stored":>20s} {"500x375 re-encoded":>24s}')
+  print(f'\n{"decode + resize_center_crop, one core":28s} {"as stored":>20s} '
+        f'{"500x375 re-encoded":>24s}')
   for decoder in transforms.DECODERS:
     cells = []
     for files in (originals, larger):
-      run = lambda: [transforms.fit(transforms.decode(d, RESIZE, decoder), RESIZE, decoder)
-                     for d in files]
+      run = lambda: [transforms.resize_center_crop(transforms.decode(d, RESIZE, decoder), RESIZE,
+                                                   decoder) for d in files]
       best = min(_timed(run) for _ in range(3))
       diff = np.mean([np.abs(a.astype(float) - b).mean() for a, b in zip(run(), [
-          transforms.fit(transforms.decode(d, RESIZE, 'pillow'), RESIZE, 'pillow')
+          transforms.resize_center_crop(transforms.decode(d, RESIZE, 'pillow'), RESIZE, 'pillow')
           for d in files])])
       cells.append(f'{len(files) / best:7.0f}/s (diff {diff:.2f})')
     print(f'{decoder:28s} {cells[0]:>20s} {cells[1]:>24s}')

@@ -9,7 +9,7 @@ to the ReLUs, variant by variant.
 Each variant builds the state its config creates (`train.create_train_state`) and runs the
 project's own jitted `train_step`, with the training augmentation on the device, on the same
 real training batches (the project's input pipeline, seed 0). After every step a fixed probe
-batch (64 training images spread over the classes, centre crops, no dropout) is run forward:
+batch (64 training images spread over the classes, center crops, no dropout) is run forward:
 
   - `|dz|`: the mean absolute change of its logits over that step;
   - `d margin`: the mean change of the true-class logit minus the mean logit (what the softmax
@@ -102,9 +102,9 @@ def variant_config(base: ml_collections.ConfigDict, v: Variant) -> ml_collection
 
 
 def probe_batch(source, norm, n: int, resize: int, crop: int) -> dict:
-  """`n` training images spread evenly over the (class-sorted) source, centre-cropped."""
+  """`n` training images spread evenly over the (class-sorted) source, center-cropped."""
   idx = np.linspace(0, len(source) - 1, n).astype(int)
-  batch = input_pipeline.decode_fit_batch([source[int(i)] for i in idx], resize)
+  batch = input_pipeline.decode_resize_crop_batch([source[int(i)] for i in idx], resize)
   images = augment.center_view(jnp.asarray(batch['image']), norm, crop=crop)
   return {'image': images, 'label': jnp.asarray(batch['label'])}
 

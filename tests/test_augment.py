@@ -46,8 +46,8 @@ class _Alpha:
 
 
 def _numpy_patch(image, norm, top, left, flip, alpha, scale):
-  """transforms.py, literally: crop the centred image, reflect it, add the lighting offset."""
-  patch = transforms.crop(transforms.centre(image, norm.mean_image), top, left, CROP)
+  """transforms.py, literally: crop the centered image, reflect it, add the lighting offset."""
+  patch = transforms.crop(transforms.subtract_mean(image, norm.mean_image), top, left, CROP)
   if flip:
     patch = transforms.mirror(np.ascontiguousarray(patch))
   shift = transforms.lighting_shift(norm.eigvals, norm.eigvecs, 0.1, _Alpha(alpha), scale)
@@ -85,7 +85,7 @@ def test_compute_dtype_and_switches():
   f32 = _train_inputs(images, norm, rng, crop=CROP)
   assert bf16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf16, np.float32), f32, rtol=1e-2, atol=0.5)
-  # No reflection, no lighting: plain centred patches at the drawn corners.
+  # No reflection, no lighting: plain centered patches at the drawn corners.
   plain = np.asarray(_train_inputs(images, norm, rng, crop=CROP, flip=False,
                                           lighting_std=0.0))
   d = jax.device_get(_draw(rng, 4, (S, S), CROP, flip=False))
@@ -98,14 +98,14 @@ def test_compute_dtype_and_switches():
 def test_test_views_match_the_numpy_ten_crop():
   norm, images = _norm(), _images(3)
   ten = np.asarray(augment.eval_inputs(images, norm, crop=CROP, views='ten'))
-  centre = np.asarray(augment.eval_inputs(images, norm, crop=CROP))
-  assert ten.shape == (3, 10, CROP, CROP, 3) and centre.shape == (3, CROP, CROP, 3)
+  center = np.asarray(augment.eval_inputs(images, norm, crop=CROP))
+  assert ten.shape == (3, 10, CROP, CROP, 3) and center.shape == (3, CROP, CROP, 3)
   for i in range(3):
-    centred = transforms.centre(images[i], norm.mean_image)
-    np.testing.assert_allclose(ten[i], transforms.ten_crop(centred, CROP), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(centre[i], transforms.center_crop(centred, CROP), rtol=0,
+    centered = transforms.subtract_mean(images[i], norm.mean_image)
+    np.testing.assert_allclose(ten[i], transforms.ten_crop(centered, CROP), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(center[i], transforms.center_crop(centered, CROP), rtol=0,
                                atol=1e-4)
-  np.testing.assert_array_equal(ten[:, 4], centre)  # the fifth view is the centre
+  np.testing.assert_array_equal(ten[:, 4], center)  # the fifth view is the center
   assert augment.eval_inputs(images, norm, crop=CROP, dtype='bfloat16').dtype == jnp.bfloat16
   with pytest.raises(ValueError, match='views'):
     augment.eval_inputs(images, norm, crop=CROP, views='five')

@@ -16,7 +16,7 @@ from alexnet_jax import checkpointing, evaluate, inference, transforms
 from alexnet_jax.errors import CheckpointError
 
 
-def test_ten_crop_is_the_four_corners_the_centre_and_their_mirrors():
+def test_ten_crop_is_the_four_corners_the_center_and_their_mirrors():
   image = np.arange(8 * 9 * 3).reshape(8, 9, 3)
   views = transforms.ten_crop(image, 5)
   expected = [image[0:5, 0:5], image[0:5, 4:9], image[3:8, 0:5], image[3:8, 4:9], image[1:6, 2:7]]
@@ -49,12 +49,12 @@ def test_ten_crop_probabilities_match_a_hand_computation(trained_workdir, shapes
   for row in (0, len(files) - 1):
     path = os.path.join(val_dir, files[index[row]])
     assert labels[row] == model.class_names.index(os.path.dirname(files[index[row]]))
-    # By hand: fit, subtract the mean image, cut the ten patches with plain slicing.
+    # By hand: resize and center-crop, subtract the mean image, cut the ten patches by slicing.
     image = np.asarray(Image.open(path).convert('RGB'))
-    image = transforms.fit(image, config.data.resize_size)
-    centred = image.astype(np.float32) - loaded.norm.mean_image
+    image = transforms.resize_center_crop(image, config.data.resize_size)
+    centered = image.astype(np.float32) - loaded.norm.mean_image
     c, s = config.data.crop_size, config.data.resize_size
-    patches = [centred[t:t + c, l:l + c] for t, l in
+    patches = [centered[t:t + c, l:l + c] for t, l in
                ((0, 0), (0, s - c), (s - c, 0), (s - c, s - c), ((s - c) // 2, (s - c) // 2))]
     patches += [p[:, ::-1] for p in patches]
     logits = np.asarray(model.logits(params, np.stack(patches)), np.float64)
@@ -62,7 +62,7 @@ def test_ten_crop_probabilities_match_a_hand_computation(trained_workdir, shapes
                                atol=1e-6)
 
 
-def test_centre_crop_error_matches_the_training_loops_evaluation(trained_workdir):
+def test_center_crop_error_matches_the_training_loops_evaluation(trained_workdir):
   result = evaluate.evaluate([trained_workdir], [None], views=('center',), batch_size=8)
   with open(os.path.join(trained_workdir, 'metrics.jsonl')) as f:
     last_val = [r for r in map(json.loads, f) if r['split'] == 'val'][-1]
@@ -164,7 +164,7 @@ def test_per_class_accuracy_confusion_and_predictions_by_hand(trained_workdir, s
   files = sorted(str(p) for p in images.glob('*/*'))  # ImageFolder's order
   labels = np.array([model.class_names.index(os.path.basename(os.path.dirname(f)))
                      for f in files])
-  # By hand: the centre patch of each file through the network, softmax, counts in NumPy.
+  # By hand: the center patch of each file through the network, softmax, counts in NumPy.
   probs = _numpy_softmax(np.asarray(model.logits(params, model.preprocess(files)), np.float64))
   top1 = probs.argmax(-1)
   center = result['members'][0]['center']

@@ -45,7 +45,7 @@ def test_predict_ranks_classes_by_the_networks_softmax(trained_workdir, shapes_d
   assert pred.ids.shape == pred.probs.shape == (len(files), 3)
   assert np.all(np.diff(pred.probs, axis=1) <= 0)          # best first
   # By hand: the same pixels through the network, softmax in NumPy.
-  image = transforms.fit(np.asarray(Image.open(files[0]).convert('RGB')), 72)
+  image = transforms.resize_center_crop(np.asarray(Image.open(files[0]).convert('RGB')), 72)
   image = image.astype(np.float32) - model.norm.mean_image
   c = (72 - 67) // 2
   logits = np.asarray(model.logits(params, image[None, c:c + 67, c:c + 67]), np.float64)[0]
@@ -147,7 +147,8 @@ def test_restore_decodes_as_training_did(trained_workdir, shapes_dir, tmp_path):
   assert alexnet_jax.restore(str(workdir), decoder='auto')[0].decoder == 'auto'
   file = _val_files(shapes_dir)[0]
   with open(file, 'rb') as f:
-    by_hand = transforms.fit(transforms.decode(f.read(), decoder='pillow'), 72, 'pillow')
+    by_hand = transforms.resize_center_crop(transforms.decode(f.read(), decoder='pillow'), 72,
+                                            'pillow')
   c = (72 - 67) // 2
   expected = (by_hand.astype(np.float32) - model.norm.mean_image)[c:c + 67, c:c + 67]
   np.testing.assert_array_equal(model.preprocess([file])[0], expected)

@@ -35,7 +35,7 @@ def test_image_folder_errors_are_clear(tmp_path):
 
 
 def _fitted(src, size):
-  return [transforms.fit(transforms.decode(src[i]['image_bytes'], size), size)
+  return [transforms.resize_center_crop(transforms.decode(src[i]['image_bytes'], size), size)
           for i in range(len(src))]
 
 
@@ -73,7 +73,7 @@ def test_eval_batches_are_the_fitted_images_in_order(photo_dir):
 def test_stats_match_a_direct_computation(photo_dir):
   src = sources.ImageFolder(photo_dir)
   norm = stats.compute(src, size=64, threads=2)
-  images = np.stack([transforms.fit(transforms.decode(src[i]['image_bytes'], 64), 64)
+  images = np.stack([transforms.resize_center_crop(transforms.decode(src[i]['image_bytes'], 64), 64)
                      for i in range(len(src))]).astype(np.float64)
   np.testing.assert_allclose(norm.mean_image, images.mean(0), rtol=1e-5, atol=1e-3)
   cov = np.cov(images.reshape(-1, 3).T, bias=True)

@@ -42,7 +42,7 @@ def test_lrn_never_mixes_the_towers():
 
 
 def test_lrn_alpha_multiplies_the_plain_sum():
-  a = np.full((1, 1, 1, 5), 10.0, np.float32)  # centre channel: 5 neighbours of 100 each
+  a = np.full((1, 1, 1, 5), 10.0, np.float32)  # center channel: 5 neighbours of 100 each
   got = ops.local_response_norm(jnp.asarray(a), groups=1, k=2.0, n=5, alpha=1e-2, beta=1.0)
   assert float(got[0, 0, 0, 2]) == pytest.approx(10.0 / (2.0 + 1e-2 * 500.0))  # not alpha / n
 

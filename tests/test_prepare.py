@@ -38,7 +38,7 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
   for i in range(len(packed)):
     record = packed[i]
     assert record['label'] == original.labels[i] and record['name'] == original[i]['name']
-    expected = transforms.fit(transforms.decode(original[i]['image_bytes'], 64), 64)
+    expected = transforms.resize_center_crop(transforms.decode(original[i]['image_bytes'], 64), 64)
     image = transforms.decode(record['image_bytes'])
     assert image.shape == (64, 64, 3)
     # Pixel noise is JPEG's worst case (4:2:0 chroma); colours must still agree closely.

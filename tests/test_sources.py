@@ -152,7 +152,8 @@ def test_tfds_source_goes_to_workers_and_gives_statistics(tfds_dir):
   copy = pickle.loads(pickle.dumps(train))  # how Grain hands a source to worker processes
   assert copy[3] == train[3]
   norm = stats.compute(train, size=16, threads=1)
-  images = np.stack([transforms.fit(transforms.decode(train[i]['image_bytes'], 16), 16)
+  images = np.stack([transforms.resize_center_crop(transforms.decode(train[i]['image_bytes'], 16),
+                                                   16)
                      for i in range(len(train))]).astype(np.float64)
   np.testing.assert_allclose(norm.mean_image, images.mean(0), atol=1e-3)
 

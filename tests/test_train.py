@@ -176,7 +176,7 @@ def test_eval_step_ignores_padding():
   assert padded['image'].shape[0] == 8 and padded['mask'].tolist() == [1] * 5 + [0] * 3
   out = jax.jit(train.eval_step, static_argnums=3)(
       state, padded, norm, functools.partial(augment.center_view, crop=67))
-  # The centre view by hand: the central 67x67 of the image minus the mean image's.
+  # The center view by hand: the central 67x67 of the image minus the mean image's.
   views = batch['image'][:, 2:69, 2:69].astype(np.float32) - norm.mean_image[2:69, 2:69]
   logits = np.asarray(model.apply({'params': state.params}, views, train=False), np.float64)
   logp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \

@@ -42,19 +42,19 @@ def test_draft_decoding_keeps_the_shorter_side_at_least_the_target():
 @pytest.mark.parametrize('w,h', [(500, 300), (300, 500), (256, 256), (100, 180)])
 def test_fit_rescales_shorter_side_and_takes_the_central_square(w, h):
   x = np.zeros((h, w, 3), np.uint8)
-  x[:, w // 2 - 2: w // 2 + 2] = 255  # a vertical bar through the centre
-  out = transforms.fit(x, 256)
+  x[:, w // 2 - 2: w // 2 + 2] = 255  # a vertical bar through the center
+  out = transforms.resize_center_crop(x, 256)
   assert out.shape == (256, 256, 3) and out.dtype == np.uint8
   column = out[128].astype(float).sum(-1)
-  centre_of_bar = (column * np.arange(256)).sum() / column.sum()
-  assert abs(centre_of_bar - 127.5) <= 1.5  # the central patch keeps the centre
+  center_of_bar = (column * np.arange(256)).sum() / column.sum()
+  assert abs(center_of_bar - 127.5) <= 1.5  # the central patch keeps the center
 
 
-def test_centre_and_crops():
+def test_center_and_crops():
   image = np.arange(256 * 256 * 3, dtype=np.float32).reshape(256, 256, 3) % 251
   mean = np.full((256, 256, 3), 7.0, np.float32)
-  centred = transforms.centre(image.astype(np.uint8), mean)
-  np.testing.assert_array_equal(centred, image.astype(np.uint8).astype(np.float32) - 7.0)
+  centered = transforms.subtract_mean(image.astype(np.uint8), mean)
+  np.testing.assert_array_equal(centered, image.astype(np.uint8).astype(np.float32) - 7.0)
   np.testing.assert_array_equal(transforms.center_crop(image, 227), image[14:241, 14:241])
 
 
@@ -77,8 +77,8 @@ def test_fast_decoder_gives_pillows_pixels(w, h):
   smooth = np.asarray(Image.fromarray(rng.integers(0, 255, (h // 8, w // 8, 3), np.uint8))
                       .resize((w, h), Image.BICUBIC))  # photo-like: no pixel-level noise
   data = _jpeg(Image.fromarray(smooth))
-  fast = transforms.fit(transforms.decode(data, 256, 'auto'), 256, 'auto')
-  slow = transforms.fit(transforms.decode(data, 256, 'pillow'), 256, 'pillow')
+  fast = transforms.resize_center_crop(transforms.decode(data, 256, 'auto'), 256, 'auto')
+  slow = transforms.resize_center_crop(transforms.decode(data, 256, 'pillow'), 256, 'pillow')
   assert fast.shape == slow.shape == (256, 256, 3)
   # Decoding is identical; OpenCV's area shrink and Pillow's bilinear filter differ a little on
   # this much fine detail (0.2-0.8 levels on real photographs, BENCHMARKS.md).
@@ -106,10 +106,10 @@ def _encoded(h, w, fmt='JPEG', mode='RGB', seed=0):
 ])
 def test_fit_into_a_row_equals_fit(decoder, h, w, fmt, mode):
   data = _encoded(h, w, fmt, mode)
-  expected = transforms.fit(transforms.decode(data, 32, decoder), 32, decoder)
+  expected = transforms.resize_center_crop(transforms.decode(data, 32, decoder), 32, decoder)
   batch = np.full((3, 32, 32, 3), 7, np.uint8)
-  row = transforms.fit(transforms.decode(data, 32, decoder, out=batch[1]), 32, decoder,
-                       out=batch[1])
+  row = transforms.resize_center_crop(transforms.decode(data, 32, decoder, out=batch[1]), 32,
+                                     decoder, out=batch[1])
   assert np.shares_memory(row, batch)
   np.testing.assert_array_equal(batch[1], expected)
   assert (batch[0] == 7).all() and (batch[2] == 7).all()  # the other rows are untouched
