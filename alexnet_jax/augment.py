@@ -19,6 +19,9 @@ import jax.numpy as jnp
 
 from alexnet_jax.stats import Normalization
 
+# Section 4.1's l_i: the square root of each eigenvalue (default) or the eigenvalue itself.
+LIGHTING_SCALES = ('sqrt', 'eigval')
+
 
 class Draws(NamedTuple):
   """Section 4.1's random choices, one row per image."""

@@ -46,7 +46,7 @@ class CifarCNN(nn.Module):
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
     del train  # no dropout: the Figure 1 nets have no regularization
-    act = {'relu': nn.relu, 'tanh': jnp.tanh}[self.activation]
+    act = ops.ACTIVATIONS[self.activation]
     # The same fan-in scaled Gaussian for both activations, so only the units differ.
     init = nn.initializers.lecun_normal()
     impl = self.implementation or ops.for_backend()

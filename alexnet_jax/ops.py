@@ -20,6 +20,9 @@ from jax.sharding import PartitionSpec as P
 # The device-mesh axis that holds one tower per device (alexnet_jax.sharding builds the mesh).
 TOWER_AXIS = 'model'
 
+# Section 3.1: the units, rectified linear or the saturating tanh they are compared with.
+ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
+
 
 # ---------------------------------------------------------------------------------------------
 # Convolution, grouped into towers (Section 3.5's conv2, conv4, conv5).

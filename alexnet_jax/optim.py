@@ -21,6 +21,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+# How the learning rate moves: on plateaus of the validation error (Section 5), at fixed epochs,
+# or never.
+LR_POLICIES = ('plateau', 'step', 'constant')
+
 
 def kernels_only(params) -> Any:
   """Weight-decay mask: True for every `kernel` leaf (cuda-convnet decayed weights, not biases)."""
