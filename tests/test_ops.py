@@ -105,8 +105,10 @@ def test_choose_reads_a_config_field():
   assert ops.choose('plain') == ops.PLAIN
   assert ops.choose('auto', backend='cpu') == ops.MEASURED['cpu']
   assert ops.choose('auto', backend='a backend never measured') == ops.PLAIN
-  mixed = ops.choose('auto, pooling=reduce_window', backend='cpu')
-  assert mixed.pooling == 'reduce_window' and mixed.lrn == ops.MEASURED['cpu'].lrn
+  mixed = ops.choose('auto, pooling=strided_views', backend='gpu')
+  assert mixed.pooling == 'strided_views' and mixed.lrn == ops.MEASURED['gpu'].lrn
+  mixed = ops.choose('auto, lrn=autodiff', backend='cpu')
+  assert mixed.lrn == 'autodiff' and mixed.grouped_conv == ops.MEASURED['cpu'].grouped_conv
   assert ops.choose('plain,lrn=custom_gradient').lrn == 'custom_gradient'
   with pytest.raises(ValueError, match="start with 'auto' or 'plain'"):
     ops.choose('fast')
