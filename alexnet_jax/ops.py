@@ -46,16 +46,14 @@ def conv_per_tower(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: in
                                             jnp.split(kernel, groups, axis=-1))], axis=-1)
 
 
-def conv_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
-                        groups: int = 1) -> jax.Array:
+def conv_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int, padding: int = 0
+                        ) -> jax.Array:
   """An ungrouped strided `conv` (conv1) as one matrix product over stride x stride blocks.
 
   The image is cut into s x s blocks (space to depth), each output position gathers its
   ceil(k/s)^2 neighbouring blocks as one row, and the k x k kernel, zero-padded to a multiple
   of s and folded the same way, multiplies them: exactly the strided convolution.
   """
-  if groups > 1 or stride == 1:
-    return conv(x, kernel, stride, padding, groups)
   x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
   n, h, w, c = x.shape
   k, s = kernel.shape[0], stride
@@ -101,7 +99,7 @@ def _inverse_power(d: jax.Array, beta: float) -> jax.Array:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
 def _lrn_custom_gradient(a, k, n, alpha, beta):
-  return a * _inverse_power(k + alpha * _window_sum(a * a, n), beta)
+  return _lrn_fwd(a, k, n, alpha, beta)[0]
 
 
 def _lrn_fwd(a, k, n, alpha, beta):
@@ -194,6 +192,8 @@ class Implementation:
 
 
 PLAIN = Implementation()
+# Each operation's forms, the plain one first.
+FORMS = {f.name: f.type.__args__ for f in dataclasses.fields(Implementation)}
 # Measured per backend (BENCHMARKS.md, "Implementations"); a backend not listed runs PLAIN.
 MEASURED = {
     'cpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'reduce_window'),
@@ -216,12 +216,11 @@ def choose(spec: str = 'auto', backend: str | None = None) -> Implementation:
   if base not in ('auto', 'plain'):
     raise ValueError(f"start with 'auto' or 'plain', not {base!r}")
   impl = for_backend(backend) if base == 'auto' else PLAIN
-  fields = {f.name: f.type.__args__ for f in dataclasses.fields(Implementation)}
   for pair in pairs:
     name, _, form = pair.partition('=')
-    if name not in fields:
-      raise ValueError(f'{name!r} is not an operation; the operations are {", ".join(fields)}')
-    if form not in fields[name]:
-      raise ValueError(f'{name} is one of {", ".join(fields[name])}, not {form!r}')
+    if name not in FORMS:
+      raise ValueError(f'{name!r} is not an operation; the operations are {", ".join(FORMS)}')
+    if form not in FORMS[name]:
+      raise ValueError(f'{name} is one of {", ".join(FORMS[name])}, not {form!r}')
     impl = dataclasses.replace(impl, **{name: form})
   return impl

@@ -27,7 +27,6 @@ input pipeline (an ImageFolder of JPEGs or a `prepare`d packed folder) for each 
 end-to-end rate.
 """
 
-import dataclasses
 import functools
 import json
 import os
@@ -78,9 +77,9 @@ def implementations(specs: list[str]) -> list[str]:
     if spec == 'each':
       chosen = ops.for_backend()
       out.append('plain')
-      for field in dataclasses.fields(ops.Implementation):
-        other = next(f for f in field.type.__args__ if f != getattr(chosen, field.name))
-        out.append(f'auto,{field.name}={other}')
+      for name, forms in ops.FORMS.items():
+        other = next(form for form in forms if form != getattr(chosen, name))
+        out.append(f'auto,{name}={other}')
     else:
       try:
         ops.choose(spec)
