@@ -5,11 +5,11 @@ import typing
 import ml_collections
 from absl import logging
 
-from alexnet_jax import ops
+from alexnet_jax import flops, ops
 from alexnet_jax.augment import LIGHTING_SCALES
 from alexnet_jax.data import SOURCES
 from alexnet_jax.errors import require
-from alexnet_jax.model import ARCHITECTURES, DTYPES, MIDDLE_CONVS
+from alexnet_jax.model import ARCHITECTURES, DTYPES, MIDDLE_CONVS, create_model, widened
 from alexnet_jax.optim import LR_POLICIES
 from alexnet_jax.transforms import DECODERS
 
@@ -28,15 +28,6 @@ def _get(config, dotted):
   for part in dotted.split('.'):
     node = node[part]
   return node
-
-
-def spatial_sizes(crop: int, conv1_padding: int, pool_window: int, pool_stride: int) -> list[int]:
-  """Feature-map sides after conv1, pool1, pool2 and pool5 (paper: 55, 27, 13, 6)."""
-  conv1 = (crop + 2 * conv1_padding - 11) // 4 + 1
-  pool = lambda s: (s - pool_window) // pool_stride + 1
-  p1 = pool(conv1)
-  p2 = pool(p1)  # conv2..conv5 keep the size (padding 2 for 5x5, 1 for 3x3)
-  return [conv1, p1, p2, pool(p2)]
 
 
 def _field_choices(module, *fields) -> dict:
@@ -60,10 +51,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
           "choose 'alexnet' (the paper's network) or 'cifar_cnn' (its CIFAR-10 net)")
   _check_choices(config, _field_choices(ARCHITECTURES[arch], 'activation'))
   require(model.num_classes >= 2, 'model.num_classes', model.num_classes, 'need at least 2 classes')
+  _validate_recipe(config, data, optim)
   if arch == 'alexnet':
     _check_choices(config, _field_choices(ARCHITECTURES[arch], 'towers', 'init_scheme'))
     _validate_alexnet(model, data)
-  _validate_recipe(config, data, optim)
   try:
     ops.choose(config.implementation)
   except ValueError as e:
@@ -75,7 +66,7 @@ def _validate_alexnet(model: ml_collections.ConfigDict, data: ml_collections.Con
           'give the kernel counts of conv1..conv5 (five numbers)')
   require(model.width > 0, 'model.width', model.width, 'the width multiplier must be positive')
   for i, n in enumerate(model.conv_features):
-    scaled = max(model.towers, round(n * model.width))
+    scaled = widened(n, model.width, model.towers)
     require(scaled % model.towers == 0, 'model.conv_features', model.conv_features,
             f'conv{i + 1} has {scaled} kernels after model.width={model.width}, which does not '
             f'split into {model.towers} towers')
@@ -90,11 +81,14 @@ def _validate_alexnet(model: ml_collections.ConfigDict, data: ml_collections.Con
           'must be >= 0 (the paper: 1; Caffe: 0.1)')
   require(set(model.skip_convs) <= set(MIDDLE_CONVS), 'model.skip_convs', model.skip_convs,
           f'only the middle conv layers {MIDDLE_CONVS} can be removed')
-  sizes = spatial_sizes(data.crop_size, model.conv1_padding, model.pool_window, model.pool_stride)
-  require(min(sizes) >= 1, 'data.crop_size', data.crop_size,
-          f'feature maps would shrink to nothing ({sizes}) with model.conv1_padding='
-          f'{model.conv1_padding} and {model.pool_window}x{model.pool_window}/'
-          f'{model.pool_stride} pooling')
+  # The maps' sides as the network itself computes them (a shape-only trace).
+  layers = flops.layers(create_model(model, implementation='plain'), data.crop_size)
+  sizes = [l.out_size for l in layers if l.name.startswith('conv')]
+  fc6 = next(l for l in layers if l.name == 'fc6')
+  require(min(sizes) >= 1 and fc6.in_channels >= 1, 'data.crop_size', data.crop_size,
+          f'feature maps would shrink to nothing (conv sides {sizes}, fc6 inputs '
+          f'{fc6.in_channels}) with model.conv1_padding={model.conv1_padding} and '
+          f'{model.pool_window}x{model.pool_window}/{model.pool_stride} pooling')
   if (data.crop_size, model.conv1_padding) in ((224, 0), (227, 2)):
     logging.warning('data.crop_size=%d with model.conv1_padding=%d gives %dx%d conv1 maps, not '
                     'the paper\'s 55x55: use 227/0 (default) or 224/2.', data.crop_size,

@@ -21,9 +21,11 @@ trained image (tests/test_flops.py counts the paper's table by hand and checks X
 import dataclasses
 import re
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
-from alexnet_jax.model import AlexNet
+from alexnet_jax.model import AlexNet, Conv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,38 +49,32 @@ class Layer:
 
 
 def layers(model: AlexNet, image_size: int) -> list[Layer]:
-  """The learned layers `model` applies to image_size x image_size images, in order.
-
-  Follows AlexNet.__call__: pooling after conv1, conv2 and conv5; a layer in `skip_convs` is
-  gone (its pooling stays) and the next layer reads the maps before it.
-  """
+  """The learned layers `model` applies to image_size x image_size images, in order, as the
+  model itself builds them: read from a shape-only trace (no arrays, no FLOPs) that records
+  every `Conv` and `nn.Dense` call's input and output shapes."""
   if not isinstance(model, AlexNet):
     raise TypeError(f'FLOPs are counted for AlexNet, not {type(model).__name__}.')
-  t = model.towers
-  features = lambda n: max(t, round(n * model.width))  # as AlexNet._features
-  pool = lambda h: (h - model.pool_window) // model.pool_stride + 1
-  out = []
-  size, channels = image_size, 3
-  #                  name    kernel stride padding              groups  pooled
-  for i, (name, k, s, p, g, pooled) in enumerate([
-      ('conv1', 11, 4, model.conv1_padding, 1, True),
-      ('conv2', 5, 1, 2, t, True),
-      ('conv3', 3, 1, 1, 1, False),
-      ('conv4', 3, 1, 1, t, False),
-      ('conv5', 3, 1, 1, t, True)]):
-    if i + 1 not in model.skip_convs:
-      n = features(model.conv_features[i])
-      o = (size + 2 * p - k) // s + 1
-      out.append(Layer(name, size, channels, k, s, p, g, o, n))
-      size, channels = o, n
-    if pooled:
-      size = pool(size)
-  inputs = size * size * channels
-  for name, n in (('fc6', features(model.fc_features)), ('fc7', features(model.fc_features)),
-                  ('fc8', model.num_classes)):
-    out.append(Layer(name, 1, inputs, 1, 1, 0, 1, 1, n))
-    inputs = n
-  return out
+  found = []
+
+  def record(call, args, kwargs, context):
+    layer = context.module
+    if context.method_name != '__call__' or not isinstance(layer, (Conv, nn.Dense)):
+      return call(*args, **kwargs)
+    x = args[0]
+    if isinstance(layer, nn.Dense):
+      found.append(Layer(layer.name, 1, x.shape[-1], 1, 1, 0, 1, 1, layer.features))
+      if not x.shape[-1]:  # maps shrunk to nothing: no weights to draw (config_check says so)
+        return jnp.zeros((*x.shape[:-1], layer.features), x.dtype)
+      return call(*args, **kwargs)
+    out = call(*args, **kwargs)
+    found.append(Layer(layer.name, x.shape[1], x.shape[-1], layer.kernel_size, layer.stride,
+                       layer.padding, layer.groups, out.shape[1], out.shape[-1]))
+    return out
+
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  return found
 
 
 def forward_flops(model: AlexNet, image_size: int) -> int:

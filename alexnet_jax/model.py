@@ -28,6 +28,11 @@ MIDDLE_CONVS = (2, 3, 4)
 _BIAS_ONE = frozenset({'conv2', 'conv4', 'conv5', 'fc6', 'fc7'})
 
 
+def widened(features: int, width: float, towers: int) -> int:
+  """A layer's kernel count under the `width` multiplier: at least one kernel per tower."""
+  return max(towers, round(features * width))
+
+
 class Conv(nn.Module):
   """A convolution whose kernels are split into `groups` towers, each seeing only its own
   tower's input channels, with nn.Conv's parameters: `kernel` (k, k, C_in / groups, features)
@@ -116,7 +121,7 @@ class AlexNet(nn.Module):
   skip_convs: tuple[int, ...] = ()
 
   def _features(self, n: int) -> int:
-    return max(self.towers, round(n * self.width))
+    return widened(n, self.width, self.towers)
 
   def _kernel_init(self, input_std: float = 1.0):
     if self.init_scheme == 'he':

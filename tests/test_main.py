@@ -18,6 +18,7 @@ def _run(*args, env=None):
 @pytest.mark.parametrize('flag,field', [
     ('--config.model.activation=sigmoid', 'model.activation'),
     ('--config.data.crop_size=300', 'data.crop_size'),
+    ('--config.data.crop_size=40', 'data.crop_size'),   # the maps shrink to nothing
     ('--config.optim.momentum=1.5', 'optim.momentum'),
     ('--config.model.towers=3', 'model.towers'),
     ('--config.model.skip_convs=(5,)', 'model.skip_convs'),
