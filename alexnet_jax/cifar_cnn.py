@@ -17,15 +17,15 @@ import jax.numpy as jnp
 from alexnet_jax import ops
 
 
-class CifarCNN(nn.Module):
+class CifarCNN(ops.ResponseNormalized):
   """conv1 -> pool -> [LRN] -> conv2 -> pool -> [LRN] -> conv3 -> pool -> fc4 (32x32 input).
 
   Attributes:
     num_classes: 10 for CIFAR-10.
     conv_features: kernels in conv1..conv3 (cuda-convnet: 32, 32, 64).
     activation: 'relu' or 'tanh' (Figure 1 compares them).
-    lrn: the paper's local response normalization after pool1 and pool2 (the 11% vs 13% claim).
-    lrn_k, lrn_n, lrn_alpha, lrn_beta: its constants (the paper's: 2, 5, 1e-4, 0.75).
+    lrn, lrn_k, lrn_n, lrn_alpha, lrn_beta: the paper's local response normalization after
+      pool1 and pool2 (the 11% vs 13% claim), and its constants (ops.ResponseNormalized).
     input_scale: multiplies the mean-subtracted 0-255 images first.
     dtype: compute dtype; parameters are float32.
     implementation: how LRN and pooling are computed (alexnet_jax/ops.py); None is the
@@ -35,10 +35,6 @@ class CifarCNN(nn.Module):
   conv_features: tuple[int, int, int] = (32, 32, 64)
   activation: Literal['relu', 'tanh'] = 'relu'
   lrn: bool = False
-  lrn_k: float = 2.0
-  lrn_n: int = 5
-  lrn_alpha: float = 1e-4
-  lrn_beta: float = 0.75
   input_scale: float = 1 / 64
   dtype: jnp.dtype = jnp.float32
   implementation: ops.Implementation | None = None
@@ -51,12 +47,7 @@ class CifarCNN(nn.Module):
     init = nn.initializers.lecun_normal()
     impl = self.implementation or ops.for_backend()
 
-    def lrn(x):
-      if not self.lrn:
-        return x
-      return impl.local_response_norm(x, groups=1, k=self.lrn_k, n=self.lrn_n,
-                                      alpha=self.lrn_alpha, beta=self.lrn_beta)
-
+    lrn = lambda x: self.response_norm(x, impl, groups=1)
     def pool(x):
       return impl.max_pool(x, 3, 2)
 

@@ -58,7 +58,7 @@ class Conv(nn.Module):
     return y + bias.astype(self.dtype)
 
 
-class AlexNet(nn.Module):
+class AlexNet(ops.ResponseNormalized):
   """The network of Krizhevsky, Sutskever and Hinton (2012), with its ablations as fields.
 
   Attributes:
@@ -69,8 +69,8 @@ class AlexNet(nn.Module):
     fc_features: units in fc6 and fc7 (paper: 4096).
     width: multiplier on every conv and hidden FC layer's width (1.0 is the paper).
     activation: 'relu' (paper, Section 3.1) or 'tanh' (the saturating baseline of Figure 1).
-    lrn: local response normalization after the ReLU of conv1 and conv2 (Section 3.3).
-    lrn_k, lrn_n, lrn_alpha, lrn_beta: its constants (paper: 2, 5, 1e-4, 0.75).
+    lrn, lrn_k, lrn_n, lrn_alpha, lrn_beta: local response normalization after the ReLU of
+      conv1 and conv2, and its constants (Section 3.3; fields of ops.ResponseNormalized).
     pool_window, pool_stride: max-pooling (paper: 3, 2, overlapping; Section 3.4).
     conv1_padding: 0 for the default 227x227 input; 2 for 224x224 (torchvision's reading).
     dropout_rate: dropout on the outputs of fc6 and fc7 (paper: 0.5; Section 4.2).
@@ -102,11 +102,6 @@ class AlexNet(nn.Module):
   fc_features: int = 4096
   width: float = 1.0
   activation: Literal['relu', 'tanh'] = 'relu'
-  lrn: bool = True
-  lrn_k: float = 2.0
-  lrn_n: int = 5
-  lrn_alpha: float = 1e-4
-  lrn_beta: float = 0.75
   pool_window: int = 3
   pool_stride: int = 2
   conv1_padding: int = 0
@@ -146,10 +141,7 @@ class AlexNet(nn.Module):
       scale = self.input_std * self.input_scale if name == 'conv1' else 1.0
       x = act(Conv(self._features(features), size, stride, padding, groups, impl,
                    self._kernel_init(scale), self._bias_init(name), self.dtype, name=name)(x))
-      if lrn and self.lrn:
-        x = impl.local_response_norm(x, groups=self.towers, k=self.lrn_k, n=self.lrn_n,
-                                     alpha=self.lrn_alpha, beta=self.lrn_beta)
-      return x
+      return self.response_norm(x, impl, groups=self.towers) if lrn else x
 
     def pool(x):
       return impl.max_pool(x, self.pool_window, self.pool_stride)

@@ -135,6 +135,28 @@ def local_response_norm(x: jax.Array, *, groups: int, k: float, n: int, alpha: f
   return formula(a, float(k), int(n), float(alpha), float(beta)).reshape(x.shape).astype(x.dtype)
 
 
+class ResponseNormalized(nn.Module):
+  """The fields of Section 3.3's normalization, for a network module that applies it.
+
+  Attributes:
+    lrn: whether the network applies it (where its table has it).
+    lrn_k, lrn_n, lrn_alpha, lrn_beta: its constants (paper: 2, 5, 1e-4, 0.75).
+  """
+  lrn: bool = True
+  lrn_k: float = 2.0
+  lrn_n: int = 5
+  lrn_alpha: float = 1e-4
+  lrn_beta: float = 0.75
+
+  def response_norm(self, x: jax.Array, implementation: 'Implementation',
+                    groups: int) -> jax.Array:
+    """x normalized within each of `groups` towers, or x itself where `lrn` is off."""
+    if not self.lrn:
+      return x
+    return implementation.local_response_norm(x, groups=groups, k=self.lrn_k, n=self.lrn_n,
+                                              alpha=self.lrn_alpha, beta=self.lrn_beta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Max-pooling (Section 3.4).
 # ---------------------------------------------------------------------------------------------
