@@ -9,7 +9,7 @@ the confusion matrix.
         --predictions=preds.csv      # any ImageFolder; one row per image
 
 Each checkpoint is read with the config saved beside it and evaluated on that config's
-validation split (--set data.val_dir=PATH and the like point it elsewhere), or on --images, any
+validation split (--config.data.val_dir=PATH and the like point it elsewhere), or on --images, any
 folder of `<class>/<image>` files whose class folders are among the checkpoint's classes. Several
 --workdir (or several --step of one workdir) are also evaluated together: their softmax outputs
 averaged per image. Prints a table and writes JSON (--out; default <first workdir>/eval-<step>.json)
@@ -26,13 +26,14 @@ import json
 import os
 import sys
 import time
-from typing import Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import augment, checkpointing, data, input_pipeline, logs, sources
+from alexnet_jax import augment, checkpointing, cli, data, input_pipeline, logs, sources
 from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
@@ -41,10 +42,11 @@ from alexnet_jax.model import create_model
 VIEWS = ('center', 'ten')
 
 
-def _prepare(loaded: checkpointing.Loaded, settings=(), images: str = ''):
+def _prepare(loaded: checkpointing.Loaded, overrides: Mapping[str, Any] = MappingProxyType({}),
+             images: str = ''):
   """(network, params, validation source, normalization, data config) of one checkpoint;
   `images` (an ImageFolder) replaces the config's validation split."""
-  config = checkpoint_config(loaded, settings)  # the decoder training used, then the settings
+  config = checkpoint_config(loaded, overrides)  # the decoder training used, then overrides
   d = config.data
   class_names = list(loaded.class_names) or list(data.train_source(d).class_names)
   eval_src = (sources.ImageFolder(images, class_names=class_names) if images
@@ -86,10 +88,11 @@ def _view_probabilities(prepared, views: str, batch_size: int):
 
 
 def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
-                  settings: list[str] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  overrides: Mapping[str, Any] = MappingProxyType({})
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(probs (N, classes), labels (N,), source indices (N,)) of one checkpoint on its
   validation images; with views='ten' each row is the mean softmax of the ten patches."""
-  return _view_probabilities(_prepare(loaded, settings), views, batch_size)
+  return _view_probabilities(_prepare(loaded, overrides), views, batch_size)
 
 
 def per_class(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
@@ -123,17 +126,19 @@ def _write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, index: 
 
 
 def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch_size: int = 64,
-             settings: list[str] = (), images: str = '', predictions: str = '') -> dict:
+             overrides: Mapping[str, Any] = MappingProxyType({}), images: str = '',
+             predictions: str = '') -> dict:
   """Errors, per-class accuracy and confusion matrices of every (workdir, step) checkpoint and,
   for several, of their ensemble; on the checkpoints' validation split, or on the ImageFolder
-  `images`. `predictions`: a CSV path for the per-image predictions of the first view."""
+  `images`. `overrides`: {'data.FIELD': value}, where the images are now. `predictions`: a CSV
+  path for the per-image predictions of the first view."""
   members = [(w, s) for w in workdirs for s in steps]
   result = {'members': [], 'ensemble': None}
   sums: dict[str, np.ndarray] = {}
   reference = None
   for workdir, step in members:
     loaded = checkpointing.load(workdir, step)
-    prepared = _prepare(loaded, settings, images)
+    prepared = _prepare(loaded, overrides, images)
     num_classes = len(loaded.class_names) or prepared[0].num_classes
     entry = {'workdir': workdir, 'step': loaded.step, 'checkpoint': loaded.path,
              'config': loaded.config.get('name', '')}
@@ -229,7 +234,8 @@ def main(argv):
     raise app.UsageError(f'--views={",".join(f.views)}: choose from {", ".join(VIEWS)}.')
   try:
     result = evaluate(f.workdir, steps, views=tuple(f.views), batch_size=f.batch_size,
-                      settings=f.set, images=f.images, predictions=f.predictions)
+                      overrides=cli.overrides(), images=f.images,
+                      predictions=f.predictions)
   except UserError as e:
     sys.exit(f'error: {e}')
   print(table(result))
@@ -252,11 +258,11 @@ if __name__ == '__main__':
   flags.DEFINE_list('step', [], 'Checkpoint step(s) (default: the newest); several: ensemble.')
   flags.DEFINE_list('views', list(VIEWS), "'center' (one patch) and/or 'ten' (Section 4.1).")
   flags.DEFINE_integer('batch_size', 64, 'Images per batch (ten patches each for views=ten).')
-  flags.DEFINE_multi_string('set', [], 'data.FIELD=VALUE: where the validation images are.')
+  cli.define_data_overrides('--config.data.FIELD=VALUE: where the validation images are now.')
   flags.DEFINE_string('out', '', 'JSON output file.')
   flags.DEFINE_string('images', '', 'Evaluate on this ImageFolder (<class>/<image>, the classes '
                       'among the checkpoint\'s) instead of the validation split.')
   flags.DEFINE_string('predictions', '', 'CSV file for the per-image predictions (file, label, '
                       'top-5 and probabilities) of the first view.')
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

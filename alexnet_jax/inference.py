@@ -13,7 +13,8 @@ Nothing here needs the optimizer, the input pipeline's iterator or more than one
 import dataclasses
 import functools
 import os
-from typing import Sequence
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -23,7 +24,8 @@ import numpy as np
 from absl import logging
 
 from alexnet_jax import checkpointing, transforms
-from alexnet_jax.errors import CheckpointError, DataError, UserError
+from alexnet_jax.cli import apply_data_overrides
+from alexnet_jax.errors import CheckpointError, DataError
 from alexnet_jax.model import create_model
 from alexnet_jax.stats import Normalization
 
@@ -151,21 +153,6 @@ def _to_rgb_array(image, decoder: str = 'auto') -> np.ndarray:
   return image
 
 
-def set_data_fields(config: ml_collections.ConfigDict, settings: Sequence[str]) -> None:
-  """Applies `data.FIELD=VALUE` settings (where a checkpoint's images are now) to `config`,
-  each value converted to the field's type; anything else is refused."""
-  for item in settings:
-    key, sep, value = item.partition('=')
-    if not sep or not key.startswith('data.'):
-      raise UserError(f'--set {item!r}: give data.FIELD=VALUE (e.g. data.val_dir=/data/val); '
-                      'only where the images come from can change, not the model.')
-    field = key.split('.', 1)[1]
-    if field not in config.data:
-      raise UserError(f'--set {item!r}: the config has no field {key}.')
-    old = config.data[field]
-    config.data[field] = type(old)(value) if not isinstance(old, bool) else value == 'True'
-
-
 # The decoder a checkpoint's meta records training used -> the data.decoder that decodes alike.
 _RECORDED_DECODERS = {'pillow': 'pillow', 'simplejpeg+opencv': 'auto'}
 
@@ -178,16 +165,17 @@ def _warn_fast_decoder_missing() -> None:
 
 
 def checkpoint_config(loaded: checkpointing.Loaded,
-                      settings: Sequence[str] = ()) -> ml_collections.ConfigDict:
+                      overrides: Mapping[str, Any] = MappingProxyType({})
+                      ) -> ml_collections.ConfigDict:
   """A copy of the checkpoint's config to read images with: the JPEG decoder training used
-  (where the checkpoint records it), then the user's `data.FIELD=VALUE` settings, which win."""
+  (where the checkpoint records it), then the user's `{'data.FIELD': value}` overrides, which
+  win (cli.apply_data_overrides)."""
   config = ml_collections.ConfigDict(loaded.config.to_dict())
-  overridden = any(s.partition('=')[0] == 'data.decoder' for s in settings)
-  if loaded.decoder in _RECORDED_DECODERS and not overridden:
+  if loaded.decoder in _RECORDED_DECODERS and 'data.decoder' not in overrides:
     config.data.decoder = _RECORDED_DECODERS[loaded.decoder]
     if config.data.decoder == 'auto' and not transforms.FAST_DECODER:
       _warn_fast_decoder_missing()
-  set_data_fields(config, settings)
+  apply_data_overrides(config, overrides)
   return config
 
 
@@ -215,7 +203,7 @@ def restore(path: str, step: int | None = None, decoder: str | None = None
   of devices. The newest checkpoint unless `step` names another. Images are decoded as in
   training unless `decoder` ('auto' or 'pillow') says otherwise."""
   loaded = checkpointing.load(path, step)
-  config = checkpoint_config(loaded, [f'data.decoder={decoder}'] if decoder else ())
+  config = checkpoint_config(loaded, {'data.decoder': decoder} if decoder else {})
   norm = normalization(loaded, config.data)
   class_names = loaded.class_names
   if not class_names and config.model.num_classes == 1000:

@@ -7,22 +7,18 @@ JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID environment variab
 and other clusters JAX finds them itself with --distributed).
 """
 
-import difflib
 import json
 import os
-import runpy
 import sys
 
 import jax
-import ml_collections
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from alexnet_jax import logs, preemption, train
+from alexnet_jax import cli, logs, preemption, train
 from alexnet_jax.errors import UserError
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file.',
-                                          lock_config=True)
+_CONFIG = cli.define_config_file(None, 'Training config file; --config.FIELD=VALUE overrides '
+                                 'a field.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 flags.mark_flags_as_required(['config', 'workdir'])
 _COORDINATOR = flags.DEFINE_string(
@@ -37,36 +33,6 @@ _PROCESS_ID = flags.DEFINE_integer(
 _DISTRIBUTED = flags.DEFINE_bool(
     'distributed', False, 'Call jax.distributed.initialize() and let JAX detect the cluster '
     '(SLURM, Open MPI, Kubernetes, Cloud TPU); implied by any of the three flags above.')
-
-
-def _unknown_field(argv: list[str]) -> str:
-  """The first --config.X=V override that names no field of the config, and the nearest."""
-  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-  config = runpy.run_path(path)['get_config']() if path else None
-  for arg in argv:
-    if not arg.startswith('--config.') or config is None:
-      continue
-    parts, node = arg[len('--config.'):].split('=', 1)[0].split('.'), config
-    for i, part in enumerate(parts):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        section = '.'.join(parts[:i]) or 'the top level'
-        fields = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        near = difflib.get_close_matches(part, fields, n=1, cutoff=0.0)
-        return (f'{arg.split("=")[0]}: {section} has no field {part!r}'
-                f'{f"; the nearest is {near[0]!r}" if near else ""} (its fields: '
-                f'{", ".join(fields)}).')
-      node = node[part]
-  return f'a --config.FIELD=VALUE override in {" ".join(argv[1:])} names no config field.'
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with one line instead of a traceback for a misspelled config field."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    sys.exit(f'error: {e}. Pass --helpfull to list the flags.')
-  except (AttributeError, KeyError):  # ml_collections: an override of a field that is not there
-    sys.exit(f'error: {_unknown_field(argv)}')
 
 
 def main(argv):
@@ -95,4 +61,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

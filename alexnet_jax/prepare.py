@@ -26,9 +26,8 @@ import grain
 import tqdm
 from absl import app, flags, logging
 from array_record.python import array_record_module
-from ml_collections import config_flags
 
-from alexnet_jax import input_pipeline, logs, sources, stats, transforms
+from alexnet_jax import cli, input_pipeline, logs, sources, stats, transforms
 from alexnet_jax.errors import DataError, UserError
 
 
@@ -146,10 +145,10 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'The config whose data to pack.')
+  cli.define_config_file(None, 'The config whose data to pack.')
   flags.DEFINE_string('out', None, 'Output folder for the packed shards.')
   flags.DEFINE_list('splits', ['train', 'val'], 'Which splits to pack.')
   flags.DEFINE_integer('max_images', 0, 'Pack only the first N images of each class of each '
                        'split (a trial run\'s data); 0: all.', lower_bound=0)
   flags.mark_flags_as_required(['config', 'out'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

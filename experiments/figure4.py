@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from alexnet_jax import augment, data, inference, input_pipeline, logs, transforms, visualize
+from alexnet_jax import (augment, cli, data, inference, input_pipeline, logs, transforms,
+                         visualize)
 from alexnet_jax.errors import UserError
 from experiments import plotting
 
@@ -38,11 +39,11 @@ def thumbnail(source, index: int, size: int) -> np.ndarray:
   return transforms.resize_center_crop(transforms.decode(source[int(index)]['image_bytes']), size)
 
 
-def draw(workdir: str, out: str, queries: int = 6, k: int = 6, settings=()) -> str:
+def draw(workdir: str, out: str, queries: int = 6, k: int = 6, overrides=None) -> str:
   plt = plotting.pyplot()
 
   model, params, config = inference.restore(workdir)
-  inference.set_data_fields(config, settings)  # data.FIELD=VALUE: where the images are now
+  cli.apply_data_overrides(config, overrides or {})  # {'data.FIELD': value}: where the images are
   train_src = data.train_source(config.data)
   val_src = data.eval_source(config.data, train_src.class_names)
   train_feats, train_index = features(model, params, train_src)
@@ -76,7 +77,7 @@ def main(argv):
   logs.quiet_library_logs()
   try:
     print('wrote', draw(f.workdir, f.out or os.path.join(f.workdir, 'figure4.png'), f.queries,
-                        f.k, f.set))
+                        f.k, cli.overrides()))
   except UserError as e:
     sys.exit(f'error: {e}')
 
@@ -85,8 +86,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'A training run (or a checkpoint folder).')
   flags.DEFINE_integer('queries', 6, 'Query images (rows).')
   flags.DEFINE_integer('k', 6, 'Neighbours per query (the paper shows six).')
-  flags.DEFINE_multi_string('set', [], 'data.FIELD=VALUE: where the images are now.')
+  cli.define_data_overrides('--config.data.FIELD=VALUE: where the images are now.')
   flags.DEFINE_string('out', '', 'The PNG to write (default: <workdir>/figure4.png; the figure '
                       'in experiments/README.md is experiments/figures/figure4.png).')
   flags.mark_flags_as_required(['workdir'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -3,15 +3,17 @@
     python -m experiments.sweep --sweep=ablations --root=runs/ablations
     python -m experiments.sweep --sweep=lrn --root=runs/ablations      # baseline + no_lrn only
     python -m experiments.sweep --sweep=ablations --root=runs/ablations --gather_only
+    python -m experiments.sweep --sweep=lrn --root=runs/lrn_paper --config=configs/paper.py \
+        --config.num_epochs=20     # another base config, and a field changed for every run
 
 Each run is `python -m alexnet_jax.main --config=BASE --config.FIELD=VALUE ... --workdir=ROOT/NAME`
 in its own process (its log in ROOT/NAME/log.txt), one after another or --parallel at once. A run
 whose workdir already holds its final record (ROOT/NAME/run.json) is not run again, so sweeps
 that share a root share their baseline, and an interrupted sweep resumes where it stopped (an
-unfinished run resumes from its last checkpoint). A finished run made from another base config or
-other settings (--set, --base) is never passed off as this sweep's: the sweep stops before running
-anything and names it; give another --root, or delete the run to train it again. The sweeps are
-defined in experiments/sweeps.py.
+unfinished run resumes from its last checkpoint). A finished run made from another base config
+(--config=FILE) or with other overrides (--config.FIELD=VALUE, given to every run) is never passed
+off as this sweep's: the sweep stops before running anything and names it; give another --root,
+or delete the run to train it again. The sweeps are defined in experiments/sweeps.py.
 
 The table (ROOT/results.csv and ROOT/results.md) has, per run, the final training and validation
 errors, the best validation error, the change against the run named `baseline`, the epochs, the
@@ -28,7 +30,7 @@ import time
 
 from absl import app, flags
 
-from alexnet_jax import logs, metric_writer
+from alexnet_jax import cli, logs, metric_writer
 from experiments import sweeps
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,9 +149,10 @@ def write_tables(rows: list[dict], root: str, title: str) -> str:
   return table
 
 
-def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str | None = None, common: dict = (),
+def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str = sweeps.BASE, common: dict = (),
               only=(), parallel: int = 1, gather_only: bool = False) -> list[dict]:
-  """Runs the sweep's runs under `root` (skipping finished ones) and writes the tables."""
+  """Runs the sweep's runs of config file `base` under `root` (skipping finished ones), each
+  with `common` overrides too, and writes the tables."""
   root = os.path.abspath(os.path.expanduser(root))
   os.makedirs(root, exist_ok=True)
   runs = {n: {**dict(common), **o} for n, o in sweep.runs.items() if not only or n in only}
@@ -157,7 +160,6 @@ def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str | None = None, common
   if unknown:
     raise SystemExit(f'error: --only names runs the sweep does not have: {sorted(unknown)}; '
                      f'it has {sorted(sweep.runs)}.')
-  base = base or sweep.base
   stale = {n: why for n, o in runs.items() if (why := mismatch(n, base, o, root))}
   if stale:  # a finished run of other settings would pass for this sweep's in the table
     raise SystemExit(
@@ -172,16 +174,6 @@ def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str | None = None, common
   return rows
 
 
-def parse_set(items: list[str]) -> dict:
-  out = {}
-  for item in items:
-    key, sep, value = item.partition('=')
-    if not sep:
-      raise SystemExit(f'error: --set {item!r} is not FIELD=VALUE (e.g. --set num_epochs=2).')
-    out[key] = value
-  return out
-
-
 def main(argv):
   del argv
   logs.quiet_library_logs()
@@ -189,16 +181,16 @@ def main(argv):
   if not f.sweep or not f.root:
     raise SystemExit('error: give --sweep (one of: ' + ', '.join(sorted(sweeps.SWEEPS)) +
                      ') and --root (the folder for the runs).')
-  run_sweep(sweeps.SWEEPS[f.sweep], f.root, base=f.base, common=parse_set(f.set), only=f.only,
-            parallel=f.parallel, gather_only=f.gather_only)
+  run_sweep(sweeps.SWEEPS[f.sweep], f.root, base=cli.config_file(),
+            common=cli.overrides(), only=f.only, parallel=f.parallel, gather_only=f.gather_only)
 
 
 if __name__ == '__main__':  # flags only when run as a program: figure scripts import this module
   flags.DEFINE_enum('sweep', None, sorted(sweeps.SWEEPS), 'Which sweep to run.')
   flags.DEFINE_string('root', None, 'Folder for the runs (one workdir per run) and the tables.')
-  flags.DEFINE_string('base', None, 'Another base config file than the sweep\'s own.')
-  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE given to every run (e.g. num_epochs=2).')
+  cli.define_config_file(sweeps.BASE, 'The base config file; --config.FIELD=VALUE changes a '
+                         'field for every run.')
   flags.DEFINE_list('only', [], 'Run only these of the sweep\'s runs.')
   flags.DEFINE_integer('parallel', 1, 'Runs at once (each in its own process).')
   flags.DEFINE_bool('gather_only', False, 'Only rebuild the table from the workdirs.')
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -3,8 +3,8 @@
 Every claim of PAPER.md that compares two networks or recipes has a sweep here; they share one
 baseline, so running several into one --root trains the baseline once. experiments/sweep.py
 runs them; experiments/README.md has the results. The base is the reduced Imagenette recipe
-(configs/imagenette_small.py); --base=configs/paper.py (with the data flags) runs a sweep at the
-paper's scale.
+(configs/imagenette_small.py); --config=configs/paper.py (with the data fields) runs a sweep at
+the paper's scale.
 """
 
 import dataclasses
@@ -13,11 +13,10 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Sweep:
   title: str
-  base: str              # config file, relative to the repository root
   runs: dict[str, dict]  # run name -> {dotted config field: value}
 
 
-BASE = 'configs/imagenette_small.py'
+BASE = 'configs/imagenette_small.py'  # the config file every sweep overrides, from the repository
 
 # name -> (overrides, the paper's claim against the baseline)
 ABLATIONS = {
@@ -39,7 +38,7 @@ ABLATIONS = {
 
 
 def _sweep(title: str, *names: str) -> Sweep:
-  return Sweep(title, BASE, {n: ABLATIONS[n][0] for n in names})
+  return Sweep(title, {n: ABLATIONS[n][0] for n in names})
 
 
 # Table 2's "5 CNNs": the baseline again with other seeds (init, data order, dropout), for
@@ -56,6 +55,5 @@ SWEEPS = {
     'dropout': _sweep('Dropout on/off', 'baseline', 'no_dropout'),
     'middle_conv': _sweep('Each middle conv layer removed', 'baseline', 'no_conv2', 'no_conv3',
                           'no_conv4'),
-    'seeds': Sweep('The baseline with other seeds, for ensembles', BASE,
-                   {'baseline': {}, **SEEDS}),
+    'seeds': Sweep('The baseline with other seeds, for ensembles', {'baseline': {}, **SEEDS}),
 }

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax import checkpointing, evaluate, inference, transforms
-from alexnet_jax.errors import CheckpointError
+from alexnet_jax.errors import CheckpointError, UserError
 
 
 def test_ten_crop_is_the_four_corners_the_center_and_their_mirrors():
@@ -100,6 +100,32 @@ def test_command_line_writes_json(trained_workdir, tmp_path):
     assert Image.open(tmp_path / f'eval-confusion-{view}.png').format == 'PNG'
 
 
+def test_command_line_reads_moved_images_from_config_data_fields(trained_workdir, shapes_dir,
+                                                               tmp_path):
+  """--config.data.FIELD=VALUE, as in training, says where the checkpoint's images are now;
+  nothing else of its config can change."""
+  moved = tmp_path / 'val'
+  for cls in sorted(os.listdir(os.path.join(shapes_dir, 'val'))):  # one image of each class
+    first = sorted(os.listdir(os.path.join(shapes_dir, 'val', cls)))[0]
+    os.makedirs(moved / cls)
+    shutil.copy(os.path.join(shapes_dir, 'val', cls, first), moved / cls / first)
+  evaluate_with = lambda *flags: subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.evaluate', f'--workdir={trained_workdir}',
+       '--views=center', f'--out={tmp_path / "eval.json"}', *flags],
+      capture_output=True, text=True, check=False)
+  proc = evaluate_with(f'--config.data.val_dir={moved}', '--config.data.threads=1')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads((tmp_path / 'eval.json').read_text())['members'][0]['center']['images'] == 10
+  proc = evaluate_with('--config.model.width=2')
+  assert proc.returncode != 0 and 'only where the images are can change' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  loaded = checkpointing.load(trained_workdir)
+  with pytest.raises(UserError, match='no field data.val_dri; the nearest is data.val_dir'):
+    inference.checkpoint_config(loaded, {'data.val_dri': str(moved)})
+  with pytest.raises(UserError, match='only where the images are'):
+    inference.checkpoint_config(loaded, {'optim.base_lr': 1.0})
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path, trained_workdir):
   with pytest.raises(CheckpointError, match='does not exist'):
     checkpointing.load(str(tmp_path / 'nowhere'))
@@ -124,7 +150,7 @@ def _record_decoder(workdir, decoder):
 def test_evaluation_decodes_as_training_did_unless_told_otherwise(trained_workdir, tmp_path):
   original = checkpointing.load(trained_workdir)
   assert original.decoder == 'simplejpeg+opencv'  # what training recorded: 'auto' resolved here
-  pillow = evaluate.probabilities(original, 'center', 8, ['data.decoder=pillow'])[0]
+  pillow = evaluate.probabilities(original, 'center', 8, {'data.decoder': 'pillow'})[0]
   fast = evaluate.probabilities(original, 'center', 8)[0]
   assert not np.array_equal(pillow, fast)  # the decoders' pixels differ a little
   workdir = str(shutil.copytree(trained_workdir, tmp_path / 'run'))
@@ -133,7 +159,7 @@ def test_evaluation_decodes_as_training_did_unless_told_otherwise(trained_workdi
   assert recorded.decoder == 'pillow'
   np.testing.assert_array_equal(evaluate.probabilities(recorded, 'center', 8)[0], pillow)
   np.testing.assert_array_equal(
-      evaluate.probabilities(recorded, 'center', 8, ['data.decoder=auto'])[0], fast)
+      evaluate.probabilities(recorded, 'center', 8, {'data.decoder': 'auto'})[0], fast)
 
 
 def test_a_fast_decoder_missing_here_is_one_warning(trained_workdir, tmp_path, monkeypatch,

@@ -44,9 +44,8 @@ def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
             'data.cache_dir': str(tmp_path / 'cache'), 'model.width': 0.125,
             'num_train_steps': 4, 'batch_size': 16, 'log_every_steps': 2,
             'eval_every_steps': 4, 'data.threads': 2}
-  small = sweeps.Sweep('test', 'configs/demo.py', {
-      'baseline': {}, 'no_conv3': {'model.skip_convs': (3,)}})
-  rows = sweep.run_sweep(small, str(tmp_path / 'runs'), common=common)
+  small = sweeps.Sweep('test', {'baseline': {}, 'no_conv3': {'model.skip_convs': (3,)}})
+  rows = sweep.run_sweep(small, str(tmp_path / 'runs'), base='configs/demo.py', common=common)
   assert [r['run'] for r in rows] == ['baseline', 'no_conv3']
   for r in rows:
     assert 0 <= r['val_top1_err'] <= 1 and r['params'] > 0 and r['wall_min'] != ''
@@ -58,12 +57,13 @@ def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
   assert '| no_conv3 |' in table and 'val top-1 err %' in table
   # A second invocation reuses the finished runs instead of training them again.
   mtime = os.path.getmtime(tmp_path / 'runs' / 'baseline' / 'metrics.jsonl')
-  sweep.run_sweep(small, str(tmp_path / 'runs'), common=common, only=['baseline'])
+  sweep.run_sweep(small, str(tmp_path / 'runs'), base='configs/demo.py', common=common,
+                  only=['baseline'])
   assert os.path.getmtime(tmp_path / 'runs' / 'baseline' / 'metrics.jsonl') == mtime
 
 
 def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys):
-  small = sweeps.Sweep('test', 'configs/demo.py', {'baseline': {}, 'no_lrn': {'model.lrn': False}})
+  small = sweeps.Sweep('test', {'baseline': {}, 'no_lrn': {'model.lrn': False}})
   for name, overrides in (('baseline', {'num_epochs': '2'}),
                           ('no_lrn', {'num_epochs': '2', 'model.lrn': False})):
     os.makedirs(tmp_path / name)
@@ -72,21 +72,42 @@ def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys)
          'wall_s': 1.0}))
   with pytest.raises(SystemExit, match=r'baseline: num_epochs=2 \(this sweep: 3\); no_lrn: '
                      r'num_epochs=2 \(this sweep: 3\)\. Give another --root'):
-    sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '3'})
+    sweep.run_sweep(small, str(tmp_path), base='configs/demo.py', common={'num_epochs': '3'})
   with pytest.raises(SystemExit, match=r'baseline: base configs/demo.py \(this sweep: configs/pap'):
     sweep.run_sweep(small, str(tmp_path), base='configs/paper.py', common={'num_epochs': '2'},
                     only=['baseline'], gather_only=True)
   # The same settings find the runs finished: nothing is trained again.
-  rows = sweep.run_sweep(small, str(tmp_path), common={'num_epochs': '2'})
+  rows = sweep.run_sweep(small, str(tmp_path), base='configs/demo.py',
+                         common={'num_epochs': '2'})
   assert [r['run'] for r in rows] == ['baseline', 'no_lrn']
   assert 'error' not in capsys.readouterr().err
 
 
-def test_sweep_command_line_rejects_unknown_runs(tmp_path):
+@pytest.mark.parametrize('flag,named', [('--only=nonsense', 'nonsense'),
+                                        ('--config.optim.base_rate=1', "'base_lr'")])
+def test_sweep_command_line_rejects_unknown_runs_and_fields(tmp_path, flag, named):
   proc = subprocess.run([sys.executable, '-m', 'experiments.sweep', '--sweep=lrn',
-                         f'--root={tmp_path}', '--only=nonsense'], cwd=REPO,
+                         f'--root={tmp_path}', flag], cwd=REPO,
                         capture_output=True, text=True, check=False)
-  assert proc.returncode != 0 and 'nonsense' in proc.stderr
+  assert proc.returncode != 0 and named in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_sweep_command_line_overrides_reach_every_run(tmp_path):
+  """--config=FILE and --config.FIELD=VALUE, as training takes them, set the base and a field
+  of every run: a root of runs recorded with them is found finished, one without is refused."""
+  for name in ('baseline', 'no_lrn'):
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / 'run.json').write_text(json.dumps(
+        {'name': name, 'base': 'configs/demo.py', 'returncode': 0, 'wall_s': 1.0,
+         'overrides': {'num_epochs': 2, **({'model.lrn': False} if name == 'no_lrn' else {})}}))
+  run = lambda *flags: subprocess.run(
+      [sys.executable, '-m', 'experiments.sweep', '--sweep=lrn', f'--root={tmp_path}',
+       '--gather_only', *flags], cwd=REPO, capture_output=True, text=True, check=False)
+  proc = run('--config=configs/demo.py', '--config.num_epochs=2')
+  assert proc.returncode == 0, proc.stderr
+  assert '| no_lrn |' in proc.stdout
+  proc = run('--config=configs/demo.py', '--config.num_epochs=3')
+  assert proc.returncode != 0 and 'num_epochs=2 (this sweep: 3)' in proc.stderr
 
 
 def _is_png(path, min_side=100):
