@@ -108,18 +108,22 @@ def per_class(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
           'per_class_images': images.tolist(), 'confusion': confusion.tolist()}
 
 
+def _name_of(source, i: int) -> str:
+  """The file (or record name) of a source's image i."""
+  return source.name(i) if hasattr(source, 'name') else str(source[i]['name'])
+
+
 def _write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, index: np.ndarray,
                        source, class_names: list[str]) -> None:
   """One CSV row per image: file, label, the top-5 classes and probabilities, p(label)."""
   k = min(5, probs.shape[-1])
   order = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
-  name_of = getattr(source, 'name', lambda i: source[i]['name'])
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['file', 'label', *(f'top{j + 1}' for j in range(k)),
                      *(f'p_top{j + 1}' for j in range(k)), 'p_label'])
     for row, (i, label) in enumerate(zip(index, labels)):
-      writer.writerow([name_of(int(i)), class_names[label],
+      writer.writerow([_name_of(source, int(i)), class_names[label],
                        *(class_names[c] for c in order[row]),
                        *(f'{probs[row, c]:.6g}' for c in order[row]),
                        f'{probs[row, label]:.6g}'])
@@ -168,8 +172,11 @@ def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch
   if predictions:
     _write_predictions(predictions, sums[views[0]] / len(members), labels, index, prepared[2],
                        result['class_names'])
-  skipped = input_pipeline.skipped()
-  result['skipped_files'] = {'count': len(skipped), 'files': sorted(skipped)[:20]}
+  # The images that did not decode are those whose index never arrived (the log says why).
+  source = prepared[2]
+  skipped = sorted(set(range(len(source))) - set(index.tolist()))
+  result['skipped_files'] = {'count': len(skipped),
+                             'files': [_name_of(source, i) for i in skipped[:20]]}
   return result
 
 

@@ -13,10 +13,12 @@ Per batch rather than per image, Grain's bookkeeping costs little beside the dec
 
 Skip policy for broken files: a record whose bytes do not decode completely (empty, truncated,
 not an image, unreadable, damaged beyond what libjpeg recovers) is left out; everything that
-decodes is used, as RGB. Each skipped file is named once in the log with the reason and the
-running count of this process (each worker process keeps its own). The record leaves with its
-label, so no label shifts; training batches stay full because Grain's rebatching forms them
-after the skip (passing a full batch through without a copy).
+decodes is used, as RGB. Each skipped file is named in the log with the reason, once per pass
+over the data. The record leaves with its label, so no label shifts; training batches stay full
+because Grain's rebatching forms them after the skip (passing a full batch through without a
+copy). Who reads the images counts what is missing: the statistics pass (and so the epoch
+length, which counts only images that decode), evaluation (by the `index` of what arrived) and
+`alexnet_jax.prepare`.
 """
 
 import functools
@@ -27,45 +29,36 @@ import numpy as np
 from absl import flags, logging
 
 from alexnet_jax import preemption, transforms
+from alexnet_jax.errors import UserError
 
 
-_skipped: dict[str, str] = {}  # name -> reason, for the files this process has left out
-
-
-def skipped() -> dict[str, str]:
-  """The files this process has skipped so far, with the reason for each."""
-  return dict(_skipped)
-
-
-def _skip(name: str, reason: str) -> None:
-  if name not in _skipped:
-    _skipped[name] = reason
-    logging.warning('Skipping %s: %s. Policy: a file that does not decode completely is left out '
-                    'of training, evaluation and statistics (%d skipped so far in this process).',
-                    name, reason, len(_skipped))
-
-
-def decode_resize_crop(example: dict, size: int, decoder: str = 'auto',
-               out: np.ndarray | None = None) -> dict | None:
+def read_image(example: dict, size: int, decoder: str = 'auto',
+               out: np.ndarray | None = None) -> dict:
   """Decode, then the paper's offline step: shorter side -> size, central size x size patch.
 
-  The image is written into `out` if given. Returns None for a record that does not decode
-  (Grain drops it), after reporting it.
+  The image is written into `out` if given. Raises transforms.UndecodableImage, with the reason,
+  for a record that does not decode completely.
   """
-  name = str(example.get('name', '?'))
-  if example.get('error'):
-    _skip(name, example['error'])
-    return None
-  try:
-    image = transforms.decode(example['image_bytes'], min_size=size, decoder=decoder, out=out)
-  except transforms.UndecodableImage as e:
-    _skip(name, str(e))
-    return None
+  if example.get('error'):  # the source could not read the file
+    raise transforms.UndecodableImage(example['error'])
+  image = transforms.decode(example['image_bytes'], min_size=size, decoder=decoder, out=out)
   out = {'image': transforms.resize_center_crop(image, size, decoder, out),
          'label': np.int32(example['label'])}
   if 'index' in example:
     out['index'] = example['index']
   return out
+
+
+def decode_resize_crop(example: dict, size: int, decoder: str = 'auto',
+                       out: np.ndarray | None = None) -> dict | None:
+  """`read_image`, or None (Grain drops it) for a record that does not decode, which is named
+  in the log with the reason. Those who consume the images count what is left out."""
+  try:
+    return read_image(example, size, decoder, out)
+  except transforms.UndecodableImage as e:
+    logging.warning('Skipping %s: %s. Policy: a file that does not decode completely is left out '
+                    'of training, evaluation and statistics.', example.get('name', '?'), e)
+    return None
 
 
 def decode_resize_crop_batch(examples: list[dict], size: int, decoder: str = 'auto') -> dict | None:
@@ -102,9 +95,11 @@ def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
   """Runs the pipeline so far in `workers` processes (none for 0), each prefetching."""
   if workers <= 0:
     return it
-  if not flags.FLAGS.is_parsed():
-    # Grain's workers read absl flags; outside an absl app (a notebook, pytest) use the defaults.
-    flags.FLAGS.mark_as_parsed()
+  if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags
+    raise UserError('data.workers > 0 runs Grain worker processes, which read absl flags, and '
+                    'none have been parsed here (this is not an absl app: a notebook or a '
+                    'script). Call absl.flags.FLAGS.mark_as_parsed() first to use the flags\' '
+                    'defaults, or set data.workers=0.')
   return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
                         worker_init_fn=preemption.init_input_worker)
 

@@ -33,10 +33,11 @@ from alexnet_jax.errors import DataError, UserError
 
 def _pack_one(example: dict, size: int, quality: int, decoder: str) -> dict:
   """One record of the packed format, or the reason it was skipped."""
-  out = input_pipeline.decode_resize_crop(example, size, decoder)
   name = str(example.get('name', '?'))
-  if out is None:
-    return {'skipped': name, 'reason': input_pipeline.skipped().get(name, 'undecodable')}
+  try:
+    out = input_pipeline.read_image(example, size, decoder)
+  except transforms.UndecodableImage as e:  # named with the others at the end of the split
+    return {'skipped': name, 'reason': str(e)}
   record = sources.pack_record(transforms.encode_jpeg(out['image'], quality), int(out['label']),
                                name)
   return {'record': record, 'image': out['image']}

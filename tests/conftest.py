@@ -21,10 +21,15 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 import ml_collections
 import numpy as np
 import pytest
+from absl import flags
 from PIL import Image
 
 from alexnet_jax import demo_data
 from configs import default, demo
+
+# pytest is not an absl app: the tests whose pipelines start Grain's worker processes (which read
+# absl flags) run with the flags' defaults, as a notebook would after the same call.
+flags.FLAGS.mark_as_parsed()
 
 
 @pytest.fixture(scope='session')

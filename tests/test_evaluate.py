@@ -183,11 +183,14 @@ def test_per_class_accuracy_confusion_and_predictions_by_hand(trained_workdir, s
   val = os.path.join(shapes_dir, 'val')
   for c in sorted(os.listdir(val))[2:5]:
     shutil.copytree(os.path.join(val, c), images / c)
+  broken = images / sorted(os.listdir(val))[2] / 'zz_empty.JPEG'
+  broken.write_bytes(b'')
   csv_path = tmp_path / 'preds.csv'
   result = evaluate.evaluate([trained_workdir], [None], views=('center',), batch_size=8,
                              images=str(images), predictions=str(csv_path))
+  assert result['skipped_files'] == {'count': 1, 'files': [str(broken)]}
   model, params, _ = inference.restore(trained_workdir)
-  files = sorted(str(p) for p in images.glob('*/*'))  # ImageFolder's order
+  files = sorted(str(p) for p in images.glob('*/*') if p != broken)  # ImageFolder's order
   labels = np.array([model.class_names.index(os.path.basename(os.path.dirname(f)))
                      for f in files])
   # By hand: the center patch of each file through the network, softmax, counts in NumPy.

@@ -6,10 +6,11 @@ import os
 
 import numpy as np
 import pytest
+from absl import flags
 from PIL import Image
 
 from alexnet_jax import input_pipeline, sources, stats, transforms
-from alexnet_jax.errors import DataError
+from alexnet_jax.errors import DataError, UserError
 from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_vanish
 
 
@@ -92,32 +93,40 @@ def test_stats_sample_and_cache(photo_dir, tmp_path):
 
 
 @pytest.mark.parametrize('decoder', transforms.DECODERS)
-def test_broken_files_are_skipped_counted_and_named_once(broken_dir, decoder, caplog):
+def test_broken_files_are_skipped_named_and_missing_from_the_indices(broken_dir, decoder,
+                                                                     caplog):
   src = sources.ImageFolder(str(broken_dir))
   make_vanish(broken_dir)
-  before = set(input_pipeline.skipped())
   caplog.set_level(logging.WARNING)
-  for _ in range(2):  # a second pass names nothing again
-    batches = list(input_pipeline.eval_dataset(src, batch_size=3, resize=64, threads=2,
-                                               decoder=decoder))
-    images = np.concatenate([b['image'] for b in batches]).astype(np.float32)
-    labels = np.concatenate([b['label'] for b in batches])
-    np.testing.assert_array_equal(labels, [label for _, label in BROKEN_DIR_DECODABLE])
-    assert images.shape == (len(BROKEN_DIR_DECODABLE), 64, 64, 3)
-    for (name, label), image in zip(BROKEN_DIR_DECODABLE, images):
-      red, blue = image[..., 0].mean(), image[..., 2].mean()
-      if 'gray' in name:
-        assert abs(red - blue) < 1  # grayscale becomes RGB with equal channels
-      elif 'damaged' not in name:
-        assert (red > blue + 100) == (label == 0), name  # the pixels agree with the label
-  skipped = {os.path.relpath(k, broken_dir): v
-             for k, v in input_pipeline.skipped().items() if k not in before}
-  assert sorted(skipped) == BROKEN_DIR_UNDECODABLE
-  assert 'empty' in skipped['n001/empty.JPEG'] and 'unreadable' in skipped['n002/vanished.JPEG']
-  assert 'truncated' in skipped['n001/truncated.JPEG']
-  for name in BROKEN_DIR_UNDECODABLE:
-    logged = [r for r in caplog.records if os.path.join(str(broken_dir), name) in r.getMessage()]
-    assert len(logged) == 1 and 'Policy:' in logged[0].getMessage()
+  batches = list(input_pipeline.eval_dataset(src, batch_size=3, resize=64, threads=2,
+                                             decoder=decoder))
+  images = np.concatenate([b['image'] for b in batches]).astype(np.float32)
+  labels = np.concatenate([b['label'] for b in batches])
+  np.testing.assert_array_equal(labels, [label for _, label in BROKEN_DIR_DECODABLE])
+  assert images.shape == (len(BROKEN_DIR_DECODABLE), 64, 64, 3)
+  for (name, label), image in zip(BROKEN_DIR_DECODABLE, images):
+    red, blue = image[..., 0].mean(), image[..., 2].mean()
+    if 'gray' in name:
+      assert abs(red - blue) < 1  # grayscale becomes RGB with equal channels
+    elif 'damaged' not in name:
+      assert (red > blue + 100) == (label == 0), name  # the pixels agree with the label
+  # What is missing from the indices is what did not decode: the count evaluation reports.
+  arrived = set(np.concatenate([b['index'] for b in batches]).tolist())
+  missing = [os.path.relpath(src.name(i), broken_dir) for i in range(len(src)) if i not in arrived]
+  assert missing == BROKEN_DIR_UNDECODABLE
+  reasons = {'n001/empty.JPEG': 'empty', 'n002/vanished.JPEG': 'unreadable',
+             'n001/truncated.JPEG': 'truncated', 'n001/garbage.JPEG': ''}
+  for name in BROKEN_DIR_UNDECODABLE:  # each named once in the pass, with the reason
+    logged = [r.getMessage() for r in caplog.records
+              if os.path.join(str(broken_dir), name) in r.getMessage()]
+    assert len(logged) == 1 and 'Policy:' in logged[0] and reasons[name] in logged[0], logged
+
+
+def test_worker_processes_outside_an_absl_app_are_a_clear_error(photo_dir, monkeypatch):
+  monkeypatch.setattr(type(flags.FLAGS), 'is_parsed', lambda self: False)
+  src = sources.ImageFolder(photo_dir)
+  with pytest.raises(UserError, match=r'mark_as_parsed\(\).*or set data.workers=0'):
+    input_pipeline.eval_dataset(src, batch_size=4, resize=32, workers=1)
 
 
 def test_training_over_broken_files_keeps_batches_full_and_labels_right(broken_dir):
