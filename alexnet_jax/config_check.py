@@ -7,7 +7,7 @@ from absl import logging
 
 from alexnet_jax import flops, ops
 from alexnet_jax.augment import LIGHTING_SCALES
-from alexnet_jax.data import SOURCES
+from alexnet_jax.sources import SOURCES
 from alexnet_jax.errors import require
 from alexnet_jax.model import ARCHITECTURES, DTYPES, MIDDLE_CONVS, create_model, widened
 from alexnet_jax.optim import LR_POLICIES

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import augment, checkpointing, cli, data, input_pipeline, logs, sources
+from alexnet_jax import augment, checkpointing, cli, input_pipeline, logs, sources
 from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
@@ -48,9 +48,9 @@ def _prepare(loaded: checkpointing.Loaded, overrides: Mapping[str, Any] = Mappin
   `images` (an ImageFolder) replaces the config's validation split."""
   config = checkpoint_config(loaded, overrides)  # the decoder training used, then overrides
   d = config.data
-  class_names = list(loaded.class_names) or list(data.train_source(d).class_names)
+  class_names = list(loaded.class_names) or list(sources.train_source(d).class_names)
   eval_src = (sources.ImageFolder(images, class_names=class_names) if images
-              else data.eval_source(d, class_names))
+              else sources.eval_source(d, class_names))
   return (create_model(config.model), jax.device_put(loaded.params), eval_src,
           normalization(loaded, d), d)
 

@@ -1,12 +1,13 @@
 """A trained network outside the training loop: restore a checkpoint, classify images, read fc7.
 
     import alexnet_jax
-    model, params, config = alexnet_jax.restore('runs/imagenette_small')   # or gs://...
-    pred = alexnet_jax.predict(model, params, ['cat.jpg', 'dog.jpg'], top_k=5)
+    classifier, params, config = alexnet_jax.restore('runs/imagenette_small')   # or gs://...
+    pred = alexnet_jax.predict(classifier, params, ['cat.jpg', 'dog.jpg'], top_k=5)
     pred.names[0], pred.probs[0]
 
-`model` is the Flax network together with what it needs to read a raw image the way training
-did: the class names, and the training set's mean image (Section 2), saved in the checkpoint.
+A `Classifier` is the Flax network together with what it needs to read a raw image the way
+training did: the class names, and the training set's mean image (Section 2), saved in the
+checkpoint.
 Nothing here needs the optimizer, the input pipeline's iterator or more than one device.
 """
 
@@ -50,7 +51,7 @@ def display_name(class_name: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Model:
+class Classifier:
   """The network and how it reads images: `restore` returns one.
 
   Attributes:
@@ -185,9 +186,9 @@ def normalization(loaded: checkpointing.Loaded,
   checkpoints carried them, recomputed (once, then cached) from the training data."""
   if loaded.norm is not None:
     return loaded.norm
-  from alexnet_jax import data, stats  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import sources, stats  # pylint: disable=g-import-not-at-top
   try:
-    return stats.load_or_compute(data.train_source(data_config), data_config)
+    return stats.load_or_compute(sources.train_source(data_config), data_config)
   except DataError as e:
     raise CheckpointError(
         f'The checkpoint {loaded.path} has no saved mean image, and the training data it '
@@ -197,8 +198,8 @@ def normalization(loaded: checkpointing.Loaded,
 
 
 def restore(path: str, step: int | None = None, decoder: str | None = None
-            ) -> tuple[Model, dict, ml_collections.ConfigDict]:
-  """(model, params, config) of a checkpoint: a training run's workdir, its checkpoints/
+            ) -> tuple[Classifier, dict, ml_collections.ConfigDict]:
+  """(classifier, params, config) of a checkpoint: a training run's workdir, its checkpoints/
   folder or one step's folder, local or anywhere Orbax reads (gs://...), written on any number
   of devices. The newest checkpoint unless `step` names another. Images are decoded as in
   training unless `decoder` ('auto' or 'pillow') says otherwise."""
@@ -209,11 +210,11 @@ def restore(path: str, step: int | None = None, decoder: str | None = None
   if not class_names and config.model.num_classes == 1000:
     class_names = imagenet_synsets()
   network = create_model(config.model)
-  model = Model(network=network, class_names=tuple(class_names) or tuple(
+  classifier = Classifier(network=network, class_names=tuple(class_names) or tuple(
       str(i) for i in range(config.model.num_classes)), norm=norm,
                 resize=config.data.resize_size, crop=config.data.crop_size,
                 decoder=config.data.decoder)
-  return model, jax.tree.map(jnp.asarray, loaded.params), config
+  return classifier, jax.tree.map(jnp.asarray, loaded.params), config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,16 +225,16 @@ class Prediction:
   names: list[list[str]]
 
 
-def predict(model: Model, params, images, top_k: int = 5, views: str = 'center') -> Prediction:
-  """Classifies raw images (see Model.preprocess for what `images` may be).
+def predict(classifier: Classifier, params, images, top_k: int = 5, views: str = 'center') -> Prediction:
+  """Classifies raw images (see Classifier.preprocess for what `images` may be).
 
   views='center' reads the center patch; views='ten' averages the softmax over the paper's ten
   patches (Section 4.1). Returns the top_k class ids, probabilities and names, best first.
   """
-  probs = np.asarray(view_probabilities(model.network, params,
-                                        jnp.asarray(model.preprocess(images, views))))
+  probs = np.asarray(view_probabilities(classifier.network, params,
+                                        jnp.asarray(classifier.preprocess(images, views))))
   k = min(top_k, probs.shape[-1])
   ids = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
-  names = model.names
+  names = classifier.names
   return Prediction(ids=ids, probs=np.take_along_axis(probs, ids, axis=-1),
                     names=[[names[i] for i in row] for row in ids])

@@ -88,14 +88,13 @@ def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: in
 def prepare(data_config, out_dir: str, splits=('train', 'val'), max_images: int = 0) -> dict:
   """Packs the train and/or val split of the dataset `data_config` names (with max_images > 0,
   the first max_images of each class); returns info.json."""
-  from alexnet_jax import data  # pylint: disable=g-import-not-at-top  (data imports sources)
   if data_config.source == 'packed':
     raise DataError('data.source is already "packed": point the config at the original '
                     'images (imagefolder or tfds) to pack them.')
   # The images are found before anything is written: a missing dataset leaves no folder behind.
-  train_src = data.train_source(data_config)
+  train_src = sources.train_source(data_config)
   split_sources = {split: train_src if split == 'train' else
-                   data.eval_source(data_config, train_src.class_names) for split in splits}
+                   sources.eval_source(data_config, train_src.class_names) for split in splits}
   if max_images > 0:
     split_sources = {k: sources.FirstPerClass(src, max_images) for k, src in split_sources.items()}
   out_dir = os.path.expanduser(out_dir)

@@ -169,9 +169,9 @@ def decodable_images(source, data_config) -> int:
 
 def main(argv):
   del argv
-  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import sources  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
-  source = data.train_source(config.data)
+  source = sources.train_source(config.data)
   norm = load_or_compute(source, config.data)
   print(f'mean RGB {norm.mean_image.reshape(-1, 3).mean(0).round(2)}, '
         f'eigenvalues {norm.eigvals.round(3)}\neigenvectors (columns)\n{norm.eigvecs.round(4)}')

@@ -23,8 +23,8 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from alexnet_jax import (augment, checkpointing, config_check, data, diagnostics,
-                         input_pipeline, optim, preemption, sharding, stats, transforms)
+from alexnet_jax import (augment, checkpointing, config_check, diagnostics, input_pipeline,
+                         optim, preemption, sharding, sources, stats, transforms)
 from alexnet_jax.errors import UserError
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.metric_writer import MetricWriter
@@ -219,8 +219,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
   logging.info('Mesh: %s', dict(mesh.shape))
 
   # --- Input ----------------------------------------------------------------------------------
-  train_src = data.train_source(config.data)
-  eval_src = data.eval_source(config.data, train_src.class_names)
+  train_src = sources.train_source(config.data)
+  eval_src = sources.eval_source(config.data, train_src.class_names)
   if len(train_src.class_names) != config.model.num_classes:
     raise UserError(f'The training data {train_src!r} has {len(train_src.class_names)} '
                     f'classes but config field model.num_classes = {config.model.num_classes}. '

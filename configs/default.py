@@ -41,7 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Sections 2 and 4.1: the data and its augmentation.
   c.data = d = ml_collections.ConfigDict()
-  # Where the images come from (alexnet_jax/data.py): 'imagefolder' | 'tfds' | 'packed' | 'demo'.
+  # Where the images come from (alexnet_jax/sources.py): 'imagefolder' | 'tfds' | 'packed' | 'demo'.
   d.source = 'imagefolder'
   d.train_dir = ''              # imagefolder: one sub-folder per synset
   d.val_dir = ''                # imagefolder: the same layout, or a flat folder with val_labels

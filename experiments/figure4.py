@@ -16,21 +16,21 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from alexnet_jax import (augment, cli, data, inference, input_pipeline, logs, transforms,
+from alexnet_jax import (augment, cli, inference, input_pipeline, logs, sources, transforms,
                          visualize)
 from alexnet_jax.errors import UserError
 from experiments import plotting
 
 
-def features(model, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+def features(classifier, params, source, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
   """(fc7 features (N, D), source indices (N,)) of every readable image's center patch."""
-  ds = input_pipeline.eval_dataset(source, batch_size=batch_size, resize=model.resize,
-                                   decoder=model.decoder)
-  center = jax.jit(functools.partial(augment.center_view, crop=model.crop))
-  norm = jax.device_put(model.norm)
+  ds = input_pipeline.eval_dataset(source, batch_size=batch_size, resize=classifier.resize,
+                                   decoder=classifier.decoder)
+  center = jax.jit(functools.partial(augment.center_view, crop=classifier.crop))
+  norm = jax.device_put(classifier.norm)
   feats, index = [], []
   for batch in ds:
-    feats.append(model.features(params, center(batch['image'], norm)))
+    feats.append(classifier.features(params, center(batch['image'], norm)))
     index.append(batch['index'])
   return np.concatenate(feats), np.concatenate(index)
 
@@ -42,25 +42,25 @@ def thumbnail(source, index: int, size: int) -> np.ndarray:
 def draw(workdir: str, out: str, queries: int = 6, k: int = 6, overrides=None) -> str:
   plt = plotting.pyplot()
 
-  model, params, config = inference.restore(workdir)
+  classifier, params, config = inference.restore(workdir)
   cli.apply_data_overrides(config, overrides or {})  # {'data.FIELD': value}: where the images are
-  train_src = data.train_source(config.data)
-  val_src = data.eval_source(config.data, train_src.class_names)
-  train_feats, train_index = features(model, params, train_src)
+  train_src = sources.train_source(config.data)
+  val_src = sources.eval_source(config.data, train_src.class_names)
+  train_feats, train_index = features(classifier, params, train_src)
   # Queries: the first validation images of evenly spaced classes.
   labels = np.asarray(val_src.labels)
   classes = np.linspace(0, len(train_src.class_names) - 1, queries).round().astype(int)
   query_index = np.array([np.flatnonzero(labels == c)[0] for c in classes])
-  query_inputs = model.preprocess([transforms.decode(val_src[int(i)]['image_bytes'])
+  query_inputs = classifier.preprocess([transforms.decode(val_src[int(i)]['image_bytes'])
                                    for i in query_index])
-  nearest, dist = visualize.nearest(model.features(params, query_inputs), train_feats, k)
+  nearest, dist = visualize.nearest(classifier.features(params, query_inputs), train_feats, k)
   fig, axes = plt.subplots(queries, k + 1, figsize=(1.3 * (k + 1), 1.45 * queries))
   size = config.data.resize_size
   for r, q in enumerate(query_index):
     row = [thumbnail(val_src, q, size)] + [thumbnail(train_src, train_index[j], size)
                                            for j in nearest[r]]
-    titles = [f'query: {model.names[labels[q]]}'] + [
-        f'{model.names[train_src.labels[train_index[j]]]}\nd={d:.3g}'
+    titles = [f'query: {classifier.names[labels[q]]}'] + [
+        f'{classifier.names[train_src.labels[train_index[j]]]}\nd={d:.3g}'
         for j, d in zip(nearest[r], dist[r])]
     for ax, image, title in zip(axes[r], row, titles):
       ax.imshow(image)

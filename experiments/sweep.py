@@ -13,7 +13,7 @@ that share a root share their baseline, and an interrupted sweep resumes where i
 unfinished run resumes from its last checkpoint). A finished run made from another base config
 (--config=FILE) or with other overrides (--config.FIELD=VALUE, given to every run) is never passed
 off as this sweep's: the sweep stops before running anything and names it; give another --root,
-or delete the run to train it again. The sweeps are defined in experiments/sweeps.py.
+or delete the run to train it again. The sweeps are defined in experiments/ablations.py.
 
 The table (ROOT/results.csv and ROOT/results.md) has, per run, the final training and validation
 errors, the best validation error, the change against the run named `baseline`, the epochs, the
@@ -31,7 +31,7 @@ import time
 from absl import app, flags
 
 from alexnet_jax import cli, logs, metric_writer
-from experiments import sweeps
+from experiments import ablations
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -149,7 +149,7 @@ def write_tables(rows: list[dict], root: str, title: str) -> str:
   return table
 
 
-def run_sweep(sweep: sweeps.Sweep, root: str, *, base: str = sweeps.BASE, common: dict = (),
+def run_sweep(sweep: ablations.Sweep, root: str, *, base: str = ablations.BASE, common: dict = (),
               only=(), parallel: int = 1, gather_only: bool = False) -> list[dict]:
   """Runs the sweep's runs of config file `base` under `root` (skipping finished ones), each
   with `common` overrides too, and writes the tables."""
@@ -179,16 +179,16 @@ def main(argv):
   logs.quiet_library_logs()
   f = flags.FLAGS
   if not f.sweep or not f.root:
-    raise SystemExit('error: give --sweep (one of: ' + ', '.join(sorted(sweeps.SWEEPS)) +
+    raise SystemExit('error: give --sweep (one of: ' + ', '.join(sorted(ablations.SWEEPS)) +
                      ') and --root (the folder for the runs).')
-  run_sweep(sweeps.SWEEPS[f.sweep], f.root, base=cli.config_file(),
+  run_sweep(ablations.SWEEPS[f.sweep], f.root, base=cli.config_file(),
             common=cli.overrides(), only=f.only, parallel=f.parallel, gather_only=f.gather_only)
 
 
 if __name__ == '__main__':  # flags only when run as a program: figure scripts import this module
-  flags.DEFINE_enum('sweep', None, sorted(sweeps.SWEEPS), 'Which sweep to run.')
+  flags.DEFINE_enum('sweep', None, sorted(ablations.SWEEPS), 'Which sweep to run.')
   flags.DEFINE_string('root', None, 'Folder for the runs (one workdir per run) and the tables.')
-  cli.define_config_file(sweeps.BASE, 'The base config file; --config.FIELD=VALUE changes a '
+  cli.define_config_file(ablations.BASE, 'The base config file; --config.FIELD=VALUE changes a '
                          'field for every run.')
   flags.DEFINE_list('only', [], 'Run only these of the sweep\'s runs.')
   flags.DEFINE_integer('parallel', 1, 'Runs at once (each in its own process).')

@@ -24,7 +24,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from alexnet_jax import demo_data
+from alexnet_jax import drawn_shapes
 from configs import default, demo
 
 # pytest is not an absl app: the tests whose pipelines start Grain's worker processes (which read
@@ -35,7 +35,7 @@ flags.FLAGS.mark_as_parsed()
 @pytest.fixture(scope='session')
 def shapes_dir(tmp_path_factory):
   """The demo's 10 drawn classes as JPEGs: train/ with 16 per class, val/ with 4 per class."""
-  return demo_data.ensure(str(tmp_path_factory.mktemp('shapes')), 16, 4, 72, seed=1)
+  return drawn_shapes.ensure(str(tmp_path_factory.mktemp('shapes')), 16, 4, 72, seed=1)
 
 
 @pytest.fixture(scope='session')

@@ -41,14 +41,14 @@ def _numpy_softmax(x):
 def test_ten_crop_probabilities_match_a_hand_computation(trained_workdir, shapes_dir):
   loaded = checkpointing.load(trained_workdir)
   probs, labels, index = evaluate.probabilities(loaded, 'ten', batch_size=8)
-  model, params, config = inference.restore(trained_workdir)
+  classifier, params, config = inference.restore(trained_workdir)
   val_dir = os.path.join(shapes_dir, 'val')
   files = [os.path.join(c, f) for c in sorted(os.listdir(val_dir))
            for f in sorted(os.listdir(os.path.join(val_dir, c)))]  # ImageFolder's order
   assert len(probs) == len(files) == len(index)
   for row in (0, len(files) - 1):
     path = os.path.join(val_dir, files[index[row]])
-    assert labels[row] == model.class_names.index(os.path.dirname(files[index[row]]))
+    assert labels[row] == classifier.class_names.index(os.path.dirname(files[index[row]]))
     # By hand: resize and center-crop, subtract the mean image, cut the ten patches by slicing.
     image = np.asarray(Image.open(path).convert('RGB'))
     image = transforms.resize_center_crop(image, config.data.resize_size)
@@ -57,7 +57,7 @@ def test_ten_crop_probabilities_match_a_hand_computation(trained_workdir, shapes
     patches = [centered[t:t + c, l:l + c] for t, l in
                ((0, 0), (0, s - c), (s - c, 0), (s - c, s - c), ((s - c) // 2, (s - c) // 2))]
     patches += [p[:, ::-1] for p in patches]
-    logits = np.asarray(model.logits(params, np.stack(patches)), np.float64)
+    logits = np.asarray(classifier.logits(params, np.stack(patches)), np.float64)
     np.testing.assert_allclose(probs[row], _numpy_softmax(logits).mean(0), rtol=1e-4,
                                atol=1e-6)
 
@@ -189,16 +189,16 @@ def test_per_class_accuracy_confusion_and_predictions_by_hand(trained_workdir, s
   result = evaluate.evaluate([trained_workdir], [None], views=('center',), batch_size=8,
                              images=str(images), predictions=str(csv_path))
   assert result['skipped_files'] == {'count': 1, 'files': [str(broken)]}
-  model, params, _ = inference.restore(trained_workdir)
+  classifier, params, _ = inference.restore(trained_workdir)
   files = sorted(str(p) for p in images.glob('*/*') if p != broken)  # ImageFolder's order
-  labels = np.array([model.class_names.index(os.path.basename(os.path.dirname(f)))
+  labels = np.array([classifier.class_names.index(os.path.basename(os.path.dirname(f)))
                      for f in files])
   # By hand: the center patch of each file through the network, softmax, counts in NumPy.
-  probs = _numpy_softmax(np.asarray(model.logits(params, model.preprocess(files)), np.float64))
+  probs = _numpy_softmax(np.asarray(classifier.logits(params, classifier.preprocess(files)), np.float64))
   top1 = probs.argmax(-1)
   center = result['members'][0]['center']
   assert center['images'] == len(files) == 12
-  assert result['class_names'] == list(model.class_names)
+  assert result['class_names'] == list(classifier.class_names)
   confusion = np.zeros((10, 10), int)
   for t, p in zip(labels, top1):
     confusion[t, p] += 1
@@ -218,8 +218,8 @@ def test_per_class_accuracy_confusion_and_predictions_by_hand(trained_workdir, s
   assert [r['file'] for r in rows] == files
   for r, p, label in zip(rows, probs, labels):
     order = np.argsort(-p)[:5]
-    assert r['label'] == model.class_names[label]
-    assert [r[f'top{j}'] for j in range(1, 6)] == [model.class_names[i] for i in order]
+    assert r['label'] == classifier.class_names[label]
+    assert [r[f'top{j}'] for j in range(1, 6)] == [classifier.class_names[i] for i in order]
     np.testing.assert_allclose([float(r[f'p_top{j}']) for j in range(1, 6)], p[order],
                                rtol=1e-4)
     assert float(r['p_label']) == pytest.approx(p[label], rel=1e-4)

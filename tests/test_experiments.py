@@ -11,7 +11,7 @@ import sys
 import pytest
 from PIL import Image
 
-from experiments import curves, figure1, figure3, figure4, sweep, sweeps
+from experiments import ablations, curves, figure1, figure3, figure4, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,10 +20,10 @@ def test_every_claim_has_a_sweep_of_valid_overrides():
   from alexnet_jax import config_check  # pylint: disable=g-import-not-at-top
   from configs import imagenette_small  # pylint: disable=g-import-not-at-top
   assert {'relu_tanh', 'lrn', 'pooling', 'towers', 'lighting', 'dropout',
-          'middle_conv'} <= set(sweeps.SWEEPS)
-  assert set(sweeps.SWEEPS['middle_conv'].runs) == {'baseline', 'no_conv2', 'no_conv3',
+          'middle_conv'} <= set(ablations.SWEEPS)
+  assert set(ablations.SWEEPS['middle_conv'].runs) == {'baseline', 'no_conv2', 'no_conv3',
                                                     'no_conv4'}
-  for name, (overrides, _) in sweeps.ABLATIONS.items():
+  for name, (overrides, _) in ablations.ABLATIONS.items():
     config = imagenette_small.get_config()
     for key, value in overrides.items():
       section, field = key.split('.')
@@ -44,7 +44,7 @@ def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
             'data.cache_dir': str(tmp_path / 'cache'), 'model.width': 0.125,
             'num_train_steps': 4, 'batch_size': 16, 'log_every_steps': 2,
             'eval_every_steps': 4, 'data.threads': 2}
-  small = sweeps.Sweep('test', {'baseline': {}, 'no_conv3': {'model.skip_convs': (3,)}})
+  small = ablations.Sweep('test', {'baseline': {}, 'no_conv3': {'model.skip_convs': (3,)}})
   rows = sweep.run_sweep(small, str(tmp_path / 'runs'), base='configs/demo.py', common=common)
   assert [r['run'] for r in rows] == ['baseline', 'no_conv3']
   for r in rows:
@@ -63,7 +63,7 @@ def test_sweep_runs_each_override_and_tabulates(shapes_dir, tmp_path):
 
 
 def test_sweep_refuses_a_root_of_runs_made_with_other_settings(tmp_path, capsys):
-  small = sweeps.Sweep('test', {'baseline': {}, 'no_lrn': {'model.lrn': False}})
+  small = ablations.Sweep('test', {'baseline': {}, 'no_lrn': {'model.lrn': False}})
   for name, overrides in (('baseline', {'num_epochs': '2'}),
                           ('no_lrn', {'num_epochs': '2', 'model.lrn': False})):
     os.makedirs(tmp_path / name)

@@ -25,51 +25,51 @@ def _val_files(shapes_dir):
 
 
 def test_restore_returns_the_trained_network_params_and_config(trained_workdir):
-  model, params, config = alexnet_jax.restore(trained_workdir)
+  classifier, params, config = alexnet_jax.restore(trained_workdir)
   loaded = checkpointing.load(os.path.join(trained_workdir, 'checkpoints', '6'))
-  assert isinstance(model.network, AlexNet) and model.network.width == config.model.width
+  assert isinstance(classifier.network, AlexNet) and classifier.network.width == config.model.width
   assert config.num_train_steps == 6 and loaded.step == 6
   for name in ('conv1', 'fc8'):
     np.testing.assert_array_equal(np.asarray(params[name]['kernel']),
                                   loaded.params[name]['kernel'])
-  assert model.crop == 67 and model.resize == 72 and len(model.class_names) == 10
-  assert model.norm.mean_image.shape == (72, 72, 3)
+  assert classifier.crop == 67 and classifier.resize == 72 and len(classifier.class_names) == 10
+  assert classifier.norm.mean_image.shape == (72, 72, 3)
   with pytest.raises(CheckpointError, match='does not exist'):
     alexnet_jax.restore(os.path.join(trained_workdir, 'missing'))
 
 
 def test_predict_ranks_classes_by_the_networks_softmax(trained_workdir, shapes_dir):
-  model, params, _ = alexnet_jax.restore(trained_workdir)
+  classifier, params, _ = alexnet_jax.restore(trained_workdir)
   files = _val_files(shapes_dir)
-  pred = alexnet_jax.predict(model, params, files, top_k=3)
+  pred = alexnet_jax.predict(classifier, params, files, top_k=3)
   assert pred.ids.shape == pred.probs.shape == (len(files), 3)
   assert np.all(np.diff(pred.probs, axis=1) <= 0)          # best first
   # By hand: the same pixels through the network, softmax in NumPy.
   image = transforms.resize_center_crop(np.asarray(Image.open(files[0]).convert('RGB')), 72)
-  image = image.astype(np.float32) - model.norm.mean_image
+  image = image.astype(np.float32) - classifier.norm.mean_image
   c = (72 - 67) // 2
-  logits = np.asarray(model.logits(params, image[None, c:c + 67, c:c + 67]), np.float64)[0]
+  logits = np.asarray(classifier.logits(params, image[None, c:c + 67, c:c + 67]), np.float64)[0]
   probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
   np.testing.assert_array_equal(pred.ids[0], np.argsort(-probs)[:3])
   np.testing.assert_allclose(pred.probs[0], np.sort(probs)[::-1][:3], rtol=1e-4)
-  assert pred.names[0] == [model.class_names[i] for i in pred.ids[0]]
+  assert pred.names[0] == [classifier.class_names[i] for i in pred.ids[0]]
   # Arrays, PIL images and bytes are read alike.
-  same = alexnet_jax.predict(model, params, [Image.open(files[0]),
+  same = alexnet_jax.predict(classifier, params, [Image.open(files[0]),
                                              open(files[0], 'rb').read()], top_k=3)
   np.testing.assert_allclose(same.probs, np.stack([pred.probs[0]] * 2), rtol=1e-5)
-  ten = alexnet_jax.predict(model, params, files[:2], top_k=1, views='ten')
+  ten = alexnet_jax.predict(classifier, params, files[:2], top_k=1, views='ten')
   assert ten.ids.shape == (2, 1)
 
 
 def test_predict_refuses_float_images_on_the_0_1_scale(trained_workdir, shapes_dir):
-  model, params, _ = alexnet_jax.restore(trained_workdir)
+  classifier, params, _ = alexnet_jax.restore(trained_workdir)
   pixels = np.asarray(Image.open(_val_files(shapes_dir)[0]).convert('RGB'))
   with pytest.raises(ValueError, match=r'values in \[0, 1\].*image \* 255'):
-    alexnet_jax.predict(model, params, pixels.astype(np.float32) / 255)
+    alexnet_jax.predict(classifier, params, pixels.astype(np.float32) / 255)
   with pytest.raises(ValueError, match='must lie in 0-255'):
-    alexnet_jax.predict(model, params, pixels.astype(np.float32) * 2)
-  as_float = alexnet_jax.predict(model, params, pixels.astype(np.float32), top_k=3)
-  as_uint8 = alexnet_jax.predict(model, params, pixels, top_k=3)
+    alexnet_jax.predict(classifier, params, pixels.astype(np.float32) * 2)
+  as_float = alexnet_jax.predict(classifier, params, pixels.astype(np.float32), top_k=3)
+  as_uint8 = alexnet_jax.predict(classifier, params, pixels, top_k=3)
   np.testing.assert_array_equal(as_float.ids, as_uint8.ids)
   np.testing.assert_allclose(as_float.probs, as_uint8.probs, rtol=1e-6)
 
@@ -80,9 +80,9 @@ def test_imagenet_models_name_their_classes():
   assert inference.display_name('n01440764') == 'tench'
   assert inference.display_name('n03888257') == 'parachute'
   assert inference.display_name('airplane') == 'airplane'   # a dataset's own label
-  model = inference.Model(network=AlexNet(), class_names=inference.imagenet_synsets(),
+  classifier = inference.Classifier(network=AlexNet(), class_names=inference.imagenet_synsets(),
                           norm=None, resize=256, crop=227)
-  assert model.names[:2] == ('tench', 'goldfish') and len(model.names) == 1000
+  assert classifier.names[:2] == ('tench', 'goldfish') and len(classifier.names) == 1000
 
 
 def test_conv1_grid_lays_out_each_towers_kernels_by_hand():
@@ -108,13 +108,13 @@ def test_nearest_is_brute_force_euclidean():
 
 
 def test_fc7_features_are_the_last_hidden_layer(trained_workdir, shapes_dir):
-  model, params, _ = alexnet_jax.restore(trained_workdir)
-  inputs = model.preprocess(_val_files(shapes_dir)[:2])
-  feats = model.features(params, inputs)
-  assert feats.shape == (2, model.network._features(4096)) and (feats >= 0).all()
+  classifier, params, _ = alexnet_jax.restore(trained_workdir)
+  inputs = classifier.preprocess(_val_files(shapes_dir)[:2])
+  feats = classifier.features(params, inputs)
+  assert feats.shape == (2, classifier.network._features(4096)) and (feats >= 0).all()
   # fc8 applied to the features gives the logits: they are what the classifier reads.
   logits = feats @ np.asarray(params['fc8']['kernel']) + np.asarray(params['fc8']['bias'])
-  np.testing.assert_allclose(logits, np.asarray(model.logits(params, inputs)), rtol=1e-4,
+  np.testing.assert_allclose(logits, np.asarray(classifier.logits(params, inputs)), rtol=1e-4,
                              atol=1e-4)
 
 
@@ -142,13 +142,13 @@ def test_restore_decodes_as_training_did(trained_workdir, shapes_dir, tmp_path):
   path = workdir / 'checkpoints' / '6' / 'meta' / 'metadata'
   meta = json.loads(path.read_text())
   path.write_text(json.dumps({**meta, 'decoder': 'pillow'}))
-  model, _, config = alexnet_jax.restore(str(workdir))
-  assert model.decoder == config.data.decoder == 'pillow'
+  classifier, _, config = alexnet_jax.restore(str(workdir))
+  assert classifier.decoder == config.data.decoder == 'pillow'
   assert alexnet_jax.restore(str(workdir), decoder='auto')[0].decoder == 'auto'
   file = _val_files(shapes_dir)[0]
   with open(file, 'rb') as f:
     by_hand = transforms.resize_center_crop(transforms.decode(f.read(), decoder='pillow'), 72,
                                             'pillow')
   c = (72 - 67) // 2
-  expected = (by_hand.astype(np.float32) - model.norm.mean_image)[c:c + 67, c:c + 67]
-  np.testing.assert_array_equal(model.preprocess([file])[0], expected)
+  expected = (by_hand.astype(np.float32) - classifier.norm.mean_image)[c:c + 67, c:c + 67]
+  np.testing.assert_array_equal(classifier.preprocess([file])[0], expected)

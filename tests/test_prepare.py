@@ -10,7 +10,7 @@ import grain
 import numpy as np
 import pytest
 
-from alexnet_jax import data, input_pipeline, prepare, sources, stats, transforms
+from alexnet_jax import input_pipeline, prepare, sources, stats, transforms
 from alexnet_jax.errors import DataError
 from configs import default
 from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_vanish
@@ -32,7 +32,7 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
   assert len(sources.packed_shards(d.packed_dir, 'train')) == 4  # 5 images per shard
   original = sources.ImageFolder(photo_dir)
   d.source = 'packed'
-  packed = data.train_source(d)
+  packed = sources.train_source(d)
   assert packed.class_names == original.class_names and len(packed) == 18
   assert pickle.loads(pickle.dumps(packed))[4] == packed[4]  # as Grain's workers receive it
   for i in range(len(packed)):
@@ -49,7 +49,7 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
   direct = stats.compute(original, 64, threads=1)
   np.testing.assert_allclose(norm.mean_image, direct.mean_image, atol=1e-3)
   np.testing.assert_allclose(norm.eigvals, direct.eigvals, rtol=1e-4)
-  assert len(data.eval_source(d, packed.class_names)) == 18
+  assert len(sources.eval_source(d, packed.class_names)) == 18
   d.source = 'imagefolder'
   prepare.prepare(d, d.packed_dir, splits=('val',))  # a split packed later joins the others
   info = json.load(open(os.path.join(d.packed_dir, 'info.json')))

@@ -13,7 +13,7 @@ import scipy.io
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from alexnet_jax import data, sources, stats, transforms
+from alexnet_jax import sources, stats, transforms
 from alexnet_jax.errors import DataError
 from configs import default
 
@@ -184,14 +184,14 @@ def test_config_picks_the_source(photo_dir, flat_val, tfds_dir):
   d.train_dir = photo_dir
   d.val_dir = str(flat_val / 'val')
   d.val_labels = str(flat_val / 'LOC_val_solution.csv')
-  train = data.train_source(d)
+  train = sources.train_source(d)
   assert isinstance(train, sources.ImageFolder)
-  assert isinstance(data.eval_source(d, train.class_names), sources.ImageNetVal)
+  assert isinstance(sources.eval_source(d, train.class_names), sources.ImageNetVal)
   d.source, d.tfds_name, d.tfds_data_dir = 'tfds', 'photo_set', tfds_dir
-  assert len(data.train_source(d)) == 15 and len(data.eval_source(d, CLASSES)) == 3
+  assert len(sources.train_source(d)) == 15 and len(sources.eval_source(d, CLASSES)) == 3
   d.source, d.packed_dir = 'packed', str(flat_val / 'nothing')
   with pytest.raises(DataError, match='alexnet_jax.prepare'):
-    data.train_source(d)
+    sources.train_source(d)
 
 
 def test_packed_record_round_trip():

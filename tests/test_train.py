@@ -217,7 +217,7 @@ def test_demo_config_learns(tmp_path):
   """The README's first command trains far beyond chance (90% error). Its measured error, about
   7%, is in experiments/README.md; the bound here leaves room for other machines' arithmetic."""
   config = demo.get_config()
-  config.data.demo_dir = str(tmp_path / 'demo_data')
+  config.data.demo_dir = str(tmp_path / 'drawn_shapes')
   config.data.cache_dir = str(tmp_path / 'cache')
   final = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert final['val']['top1_err'] <= 0.3

@@ -1,4 +1,5 @@
-"""The sweeps: each a base config and named overrides (config field -> value), one per claim.
+"""The paper's ablations as sweeps: named overrides (config field -> value) of one base config,
+one sweep per claim, and the seeds of its ensembles.
 
 Every claim of PAPER.md that compares two networks or recipes has a sweep here; they share one
 baseline, so running several into one --root trains the baseline once. experiments/sweep.py
