@@ -78,8 +78,9 @@ def train_inputs(images: jax.Array, norm: Normalization, rng: jax.Array, *, crop
                  flip: bool = True, lighting_std: float = 0.1, lighting_scale: str = 'sqrt',
                  dtype=jnp.float32) -> jax.Array:
   """Section 4.1's training augmentation of a uint8 (B, S, S, 3) batch: (B, crop, crop, 3)."""
-  d = draw(rng, images.shape[0], images.shape[1:3], crop, flip, lighting_std)
-  return patches(images, norm, d.top, d.left, d.flip, lighting_shift(d.alpha, norm, lighting_scale),
+  drawn = draw(rng, images.shape[0], images.shape[1:3], crop, flip, lighting_std)
+  return patches(images, norm, drawn.top, drawn.left, drawn.flip,
+                 lighting_shift(drawn.alpha, norm, lighting_scale),
                  crop, jnp.dtype(dtype))
 
 

@@ -422,13 +422,13 @@ class Loaded:
 def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
   """(the folder of numbered steps, the step `path` names or None) for a workdir, its
   checkpoints/ folder, or one step's folder."""
-  p = epath.Path(path if '://' in path else os.path.abspath(os.path.expanduser(path)))
-  if (p / 'checkpoints').is_dir():
-    return p / 'checkpoints', None
-  if p.name.isdigit() and (p / 'config').exists():
-    return p.parent, int(p.name)
-  if p.is_dir():
-    return p, None
+  folder = epath.Path(path if '://' in path else os.path.abspath(os.path.expanduser(path)))
+  if (folder / 'checkpoints').is_dir():
+    return folder / 'checkpoints', None
+  if folder.name.isdigit() and (folder / 'config').exists():
+    return folder.parent, int(folder.name)
+  if folder.is_dir():
+    return folder, None
   raise CheckpointError(f'{path} does not exist. Give a training run\'s --workdir, its '
                         'checkpoints/ folder or one checkpoint\'s folder (checkpoints/<step>).')
 

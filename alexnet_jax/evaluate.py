@@ -40,6 +40,7 @@ from alexnet_jax.inference import (checkpoint_config, display_name, normalizatio
 from alexnet_jax.model import create_model
 
 VIEWS = ('center', 'ten')
+FLAGS = flags.FLAGS
 
 
 def _prepare(loaded: checkpointing.Loaded, overrides: Mapping[str, Any] = MappingProxyType({}),
@@ -47,12 +48,12 @@ def _prepare(loaded: checkpointing.Loaded, overrides: Mapping[str, Any] = Mappin
   """(network, params, validation source, normalization, data config) of one checkpoint;
   `images` (an ImageFolder) replaces the config's validation split."""
   config = checkpoint_config(loaded, overrides)  # the decoder training used, then overrides
-  d = config.data
-  class_names = list(loaded.class_names) or list(sources.train_source(d).class_names)
+  data_config = config.data
+  class_names = list(loaded.class_names) or list(sources.train_source(data_config).class_names)
   eval_src = (sources.ImageFolder(images, class_names=class_names) if images
-              else sources.eval_source(d, class_names))
+              else sources.eval_source(data_config, class_names))
   return (create_model(config.model), jax.device_put(loaded.params), eval_src,
-          normalization(loaded, d), d)
+          normalization(loaded, data_config), data_config)
 
 
 def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict:
@@ -70,16 +71,17 @@ def _batch_probabilities(network, params, images, norm, *, crop: int, views: str
 
 
 def _view_probabilities(prepared, views: str, batch_size: int):
-  network, params, eval_src, norm, d = prepared
-  ds = input_pipeline.eval_dataset(eval_src, batch_size=batch_size, resize=d.resize_size,
-                                   threads=d.threads, decoder=d.decoder)
+  network, params, eval_src, norm, data_config = prepared
+  ds = input_pipeline.eval_dataset(eval_src, batch_size=batch_size,
+                                   resize=data_config.resize_size, threads=data_config.threads,
+                                   decoder=data_config.decoder)
   norm = jax.device_put(norm)
   probs, labels, index = [], [], []
   for batch in ds:
     n = len(batch['label'])
     padded = input_pipeline.pad_batch(batch, batch_size)  # one compiled shape for every batch
     probs.append(np.asarray(_batch_probabilities(network, params, padded['image'], norm,
-                                                 crop=d.crop_size, views=views))[:n])
+                                                 crop=data_config.crop_size, views=views))[:n])
     labels.append(batch['label'])
     index.append(batch['index'])
   if not probs:
@@ -235,28 +237,27 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_library_logs()
-  f = flags.FLAGS
-  steps = [int(s) for s in f.step] or [None]
-  if not f.views or set(f.views) - set(VIEWS):
-    raise app.UsageError(f'--views={",".join(f.views)}: choose from {", ".join(VIEWS)}.')
+  steps = [int(s) for s in FLAGS.step] or [None]
+  if not FLAGS.views or set(FLAGS.views) - set(VIEWS):
+    raise app.UsageError(f'--views={",".join(FLAGS.views)}: choose from {", ".join(VIEWS)}.')
   try:
-    result = evaluate(f.workdir, steps, views=tuple(f.views), batch_size=f.batch_size,
-                      overrides=cli.overrides(), images=f.images,
-                      predictions=f.predictions)
+    result = evaluate(FLAGS.workdir, steps, views=tuple(FLAGS.views),
+                      batch_size=FLAGS.batch_size, overrides=cli.overrides(),
+                      images=FLAGS.images, predictions=FLAGS.predictions)
   except UserError as e:
     sys.exit(f'error: {e}')
   print(table(result))
   if result['skipped_files']['count']:
     print(f'{result["skipped_files"]["count"]} unreadable files left out (listed in the JSON).')
   first = result['members'][0]
-  out = f.out or os.path.join(os.path.expanduser(first['workdir']),
+  out = FLAGS.out or os.path.join(os.path.expanduser(first['workdir']),
                               f'eval-{first["step"]}{"-ensemble" if result["ensemble"] else ""}'
                               '.json')
   with open(out, 'w') as fh:
     json.dump(result, fh, indent=2)
   print(f'wrote {out}')
   for path in confusion_pngs(result, os.path.splitext(out)[0]) + (
-      [f.predictions] if f.predictions else []):
+      [FLAGS.predictions] if FLAGS.predictions else []):
     print(f'wrote {path}')
 
 

@@ -56,9 +56,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_library_logs()
-  f = flags.FLAGS
+  options = flags.FLAGS
   try:
-    print('wrote', export(f.workdir, f.out, f.step))
+    print('wrote', export(options.workdir, options.out, options.step))
   except UserError as e:
     sys.exit(f'error: {e}')
 

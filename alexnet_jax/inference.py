@@ -225,7 +225,8 @@ class Prediction:
   names: list[list[str]]
 
 
-def predict(classifier: Classifier, params, images, top_k: int = 5, views: str = 'center') -> Prediction:
+def predict(classifier: Classifier, params, images, top_k: int = 5,
+            views: str = 'center') -> Prediction:
   """Classifies raw images (see Classifier.preprocess for what `images` may be).
 
   views='center' reads the center patch; views='ten' averages the softmax over the paper's ten

@@ -53,9 +53,9 @@ def main(argv):
   except UserError as e:
     sys.exit(f'error: {e}')
   if 'stopped' in final:
-    s = final['stopped']
-    print(f'{s["signal"]}: stopped after step {s["step"]}, checkpoint {s["checkpoint"]}; the same '
-          'command resumes.')
+    stopped = final['stopped']
+    print(f'{stopped["signal"]}: stopped after step {stopped["step"]}, checkpoint '
+          f'{stopped["checkpoint"]}; the same command resumes.')
     return
   print(f'final metrics ({_WORKDIR.value}):\n{json.dumps(final, indent=2)}')
 

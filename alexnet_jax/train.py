@@ -142,21 +142,24 @@ def device_batches(ds: grain.IterDataset, batch_sharding: jax.sharding.Sharding,
                                                            prefetch_buffer_size=ahead))
 
 
-def _lr_for_policy(o: ml_collections.ConfigDict, policy: optim.PlateauState, epoch: int) -> float:
-  if o.lr_policy == 'step':
-    return optim.step_lr(o.base_lr, epoch, tuple(o.step_epochs), o.lr_factor)
+def _lr_for_policy(optim_config: ml_collections.ConfigDict, policy: optim.PlateauState,
+                   epoch: int) -> float:
+  if optim_config.lr_policy == 'step':
+    return optim.step_lr(optim_config.base_lr, epoch, tuple(optim_config.step_epochs),
+                         optim_config.lr_factor)
   return policy.lr  # 'plateau' moves policy.lr after evaluations; 'constant' never does
 
 
 def resumed_policy(policy: optim.PlateauState, saved_base_lr: float,
-                   o: ml_collections.ConfigDict) -> optim.PlateauState:
+                   optim_config: ml_collections.ConfigDict) -> optim.PlateauState:
   """The rule for a resumed run: the rate follows the config's `optim.base_lr`, with the drops
   the run has already made (the same for every policy: 'step' recomputes it from the epoch)."""
-  lr = o.base_lr * o.lr_factor ** policy.drops
-  if o.base_lr != saved_base_lr:
+  base_lr = optim_config.base_lr
+  lr = base_lr * optim_config.lr_factor ** policy.drops
+  if base_lr != saved_base_lr:
     logging.warning('optim.base_lr is %g, the checkpoint was trained with %g: the learning rate '
-                    'continues at %g (the new base rate after %d drops).', o.base_lr,
-                    saved_base_lr, lr if o.lr_policy != 'step' else o.base_lr, policy.drops)
+                    'continues at %g (the new base rate after %d drops).', base_lr, saved_base_lr,
+                    lr if optim_config.lr_policy != 'step' else base_lr, policy.drops)
   return dataclasses.replace(policy, lr=lr)
 
 
@@ -231,23 +234,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
                     f'{jax.process_count()} processes; use a multiple of the process count.')
   norm = stats.load_or_compute(train_src, config.data)
   local_batch = config.batch_size // jax.process_count()
-  d = config.data
+  data = config.data
   # The host sends uint8 images; the augmentation and the test view are made on the devices.
   train_ds = input_pipeline.train_dataset(
-      train_src, batch_size=local_batch, seed=config.seed, resize=d.resize_size,
-      workers=d.workers, threads=d.threads, decoder=d.decoder)
+      train_src, batch_size=local_batch, seed=config.seed, resize=data.resize_size,
+      workers=data.workers, threads=data.threads, decoder=data.decoder)
   train_iter = device_batches(train_ds, batch_sharding)
-  eval_ds = input_pipeline.eval_dataset(eval_src, batch_size=local_batch, resize=d.resize_size,
-                                        workers=d.workers, threads=d.threads, decoder=d.decoder)
+  eval_ds = input_pipeline.eval_dataset(eval_src, batch_size=local_batch, resize=data.resize_size,
+                                        workers=data.workers, threads=data.threads,
+                                        decoder=data.decoder)
   device_norm = jax.device_put(norm, replicated)
-  augment_fn = functools.partial(augment.train_inputs, crop=d.crop_size, flip=d.flip,
-                                 lighting_std=d.lighting_std, lighting_scale=d.lighting_scale,
+  augment_fn = functools.partial(augment.train_inputs, crop=data.crop_size, flip=data.flip,
+                                 lighting_std=data.lighting_std, lighting_scale=data.lighting_scale,
                                  dtype=config.model.dtype)
-  view_fn = functools.partial(augment.center_view, crop=d.crop_size, dtype=config.model.dtype)
+  view_fn = functools.partial(augment.center_view, crop=data.crop_size, dtype=config.model.dtype)
   # The most batches any process's share of the evaluation set can make; all processes run them.
   eval_batches = math.ceil(math.ceil(len(eval_src) / jax.process_count()) / local_batch)
   # An epoch is the images that decode (the statistics pass counted them), not the files.
-  images = stats.decodable_images(train_src, d)
+  images = stats.decodable_images(train_src, data)
   steps_per_epoch = max(1, images // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * steps_per_epoch)
@@ -258,7 +262,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
   # --- Model and train state ------------------------------------------------------------------
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   model = create_model(config.model, config.implementation)
-  init = functools.partial(create_train_state, init_rng, model, d.crop_size, config.optim)
+  init = functools.partial(create_train_state, init_rng, model, data.crop_size, config.optim)
   state_sharding = sharding.state_shardings(jax.eval_shape(init), mesh)
   state = jax.jit(init, out_shardings=state_sharding)()  # each device makes only its shards
   policy = optim.PlateauState(lr=config.optim.base_lr)
@@ -280,7 +284,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
     def meta():
       return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names,
-              'decoder': decoder_used(d.decoder), 'skipped_updates': finite.skipped}
+              'decoder': decoder_used(data.decoder), 'skipped_updates': finite.skipped}
 
     def save(step, wait=False):
       finite.verify(mgr, workdir, config.optim.base_lr)  # never a checkpoint of a diverged run

@@ -61,8 +61,9 @@ def draw(workdirs: list[str], out: str, labels: list[str] | None = None, metric:
 def main(argv):
   del argv
   logs.quiet_library_logs()
-  f = flags.FLAGS
-  print('wrote', draw(f.workdirs, f.out, f.labels or None, f.metric, f.title, f.metrics or None))
+  options = flags.FLAGS
+  print('wrote', draw(options.workdirs, options.out, options.labels or None, options.metric,
+                      options.title, options.metrics or None))
 
 
 if __name__ == '__main__':

@@ -33,9 +33,10 @@ def draw(workdir: str, out: str, step: int | None = None) -> str:
 def main(argv):
   del argv
   logs.quiet_library_logs()
-  f = flags.FLAGS
+  options = flags.FLAGS
   try:
-    print('wrote', draw(f.workdir, f.out or os.path.join(f.workdir, 'figure3.png'), f.step))
+    out = options.out or os.path.join(options.workdir, 'figure3.png')
+    print('wrote', draw(options.workdir, out, options.step))
   except UserError as e:
     sys.exit(f'error: {e}')
 

@@ -73,11 +73,11 @@ def draw(workdir: str, out: str, queries: int = 6, k: int = 6, overrides=None) -
 
 def main(argv):
   del argv
-  f = flags.FLAGS
+  options = flags.FLAGS
   logs.quiet_library_logs()
   try:
-    print('wrote', draw(f.workdir, f.out or os.path.join(f.workdir, 'figure4.png'), f.queries,
-                        f.k, cli.overrides()))
+    out = options.out or os.path.join(options.workdir, 'figure4.png')
+    print('wrote', draw(options.workdir, out, options.queries, options.k, cli.overrides()))
   except UserError as e:
     sys.exit(f'error: {e}')
 

@@ -240,12 +240,12 @@ def _num(value, spec: str = '.1f', missing: str = '-') -> str:
 
 
 def _flops_section(report: dict) -> list[str]:
-  f = report['flops']
-  lines = [f'The network of stages 1 and 3: {f["network"]}.', '',
+  counted = report['flops']
+  lines = [f'The network of stages 1 and 3: {counted["network"]}.', '',
            '| layer | maps out | multiply-adds |', '| --- | --- | ---: |']
-  lines += [f'| {l["name"]} | {l["out"]} | {l["macs"]:,} |' for l in f['layers']]
-  return lines + ['', f'Forward {f["forward_gflops"]:.3f} GFLOP; training step '
-                  f'{f["train_gflops"]:.3f} GFLOP per image ({f["convention"]}).',
+  lines += [f'| {l["name"]} | {l["out"]} | {l["macs"]:,} |' for l in counted['layers']]
+  return lines + ['', f'Forward {counted["forward_gflops"]:.3f} GFLOP; training step '
+                  f'{counted["train_gflops"]:.3f} GFLOP per image ({counted["convention"]}).',
                   f'float32 convolutions and matmuls: jax_default_matmul_precision '
                   f'{report.get("matmul_precision")!r} -> {report.get("float32_math")}.']
 
@@ -294,14 +294,14 @@ def _end_to_end_section(stage: dict) -> list[str]:
 
 
 def _train_section(stage: dict) -> list[str]:
-  t = stage.get('result') or {}
-  if not t.get('train'):
+  run = stage.get('result') or {}
+  if not run.get('train'):
     return []
-  tr, val = t['train'], t.get('val') or {}
+  tr, val = run['train'], run.get('val') or {}
   return [f'{tr["step"]} steps ({tr.get("epoch", 0):.1f} epochs) in {stage["seconds"] / 60:.1f} '
           f'minutes; last logged training loss {_num(tr.get("loss"), ".3f")} at '
           f'{_num(tr.get("images_per_sec"), ".0f")} images/s; last validation top-1 error '
-          f'{_num(val.get("top1_err"), ".1%")}.', *_dead_units(t.get('diag')), '',
+          f'{_num(val.get("top1_err"), ".1%")}.', *_dead_units(run.get('diag')), '',
           f'Stopping: {stage.get("note", "")}.']
 
 
@@ -316,19 +316,20 @@ def _dead_units(diag: dict | None) -> list[str]:
 def _evaluate_section(stage: dict) -> list[str]:
   if not stage.get('result'):
     return []
-  m = stage['result']['members'][0]
-  lines = [f'Checkpoint step {m["step"]}, {m["center"]["images"]} validation images.', '',
+  member = stage['result']['members'][0]
+  lines = [f'Checkpoint step {member["step"]}, {member["center"]["images"]} validation images.',
+           '',
            '| view | top-1 error | top-5 error |', '| --- | ---: | ---: |']
-  return lines + [f'| {v} | {m[v]["top1_err"]:.2%} | {m[v]["top5_err"]:.2%} |'
-                  for v in ('center', 'ten') if v in m]
+  return lines + [f'| {v} | {member[v]["top1_err"]:.2%} | {member[v]["top5_err"]:.2%} |'
+                  for v in ('center', 'ten') if v in member]
 
 
 def _stages_section(stages: dict) -> list[str]:
   lines = ['| stage | status | seconds | budget s | command |', '| --- | --- | ---: | ---: | --- |']
   for name in STAGES:
-    r = stages[name]
-    lines.append(f'| {name} | {r["status"]} | {_num(r.get("seconds"))} | '
-                 f'{_num(r.get("budget_s"), ".0f")} | `{r.get("command", "")}` |')
+    entry = stages[name]
+    lines.append(f'| {name} | {entry["status"]} | {_num(entry.get("seconds"))} | '
+                 f'{_num(entry.get("budget_s"), ".0f")} | `{entry.get("command", "")}` |')
   return lines
 
 
@@ -340,7 +341,7 @@ def _stage_note(result: dict) -> list[str]:
 
 
 def write_markdown(report: dict, path: str) -> None:
-  s = report['stages']
+  stages = report['stages']
   tiny = ' **--tiny: CPU test sizes, not a measurement.**' if report['tiny'] else ''
   lines = [f'# GPU report: AlexNet on {report["machine"].get("device_kind")}', '',
            f'Machine: {machine.one_line(report["machine"])}.', '',
@@ -348,14 +349,15 @@ def write_markdown(report: dict, path: str) -> None:
            f'{report["minutes"]:g} minutes.{tiny}']
   sections = [
       ('FLOPs per image, counted from the layer shapes', lambda: _flops_section(report), None),
-      ('1. Train step, synthetic batch on the device', lambda: _step_section(s['step']), 'step'),
-      ('2. Input pipeline, images per second per worker core', lambda: _input_section(s),
+      ('1. Train step, synthetic batch on the device', lambda: _step_section(stages['step']),
+       'step'),
+      ('2. Input pipeline, images per second per worker core', lambda: _input_section(stages),
        'input'),
       ('3. End to end: the step fed by the real input pipeline',
-       lambda: _end_to_end_section(s['end_to_end']), 'end_to_end'),
-      ('4. The paper\'s recipe on Imagenette', lambda: _train_section(s['train']), 'train'),
-      ('5. Center and ten-patch error', lambda: _evaluate_section(s['evaluate']), 'evaluate'),
-      ('Stages', lambda: _stages_section(s), None)]
+       lambda: _end_to_end_section(stages['end_to_end']), 'end_to_end'),
+      ('4. The paper\'s recipe on Imagenette', lambda: _train_section(stages['train']), 'train'),
+      ('5. Center and ten-patch error', lambda: _evaluate_section(stages['evaluate']), 'evaluate'),
+      ('Stages', lambda: _stages_section(stages), None)]
   for title, body, name in sections:
     lines += ['', f'## {title}', '']
     try:
@@ -363,7 +365,7 @@ def write_markdown(report: dict, path: str) -> None:
     except Exception as e:  # pylint: disable=broad-except  (a stage wrote something unexpected)
       lines.append(f'(could not be shown: {type(e).__name__}: {e})')
     if name:
-      lines += _stage_note(s[name])
+      lines += _stage_note(stages[name])
   with open(path, 'w') as fh:
     fh.write('\n'.join(lines) + '\n')
 
@@ -495,9 +497,10 @@ def report(out: str, *, minutes: float = 10, train_minutes: float = -1,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  f = flags.FLAGS
-  report(f.out, minutes=f.minutes, train_minutes=f.train_minutes, imagenette_dir=f.imagenette,
-         packed=f.packed, workers=f.workers, grace_s=f.grace, tiny=f.tiny)
+  options = flags.FLAGS
+  report(options.out, minutes=options.minutes, train_minutes=options.train_minutes,
+         imagenette_dir=options.imagenette, packed=options.packed, workers=options.workers,
+         grace_s=options.grace, tiny=options.tiny)
 
 
 if __name__ == '__main__':

@@ -126,7 +126,8 @@ def _pool_batches(dataset, workers, batch_size):
 
 
 def baseline_batches(folder, norm, workers, batch_size):
-  dataset = PilDataset([str(p) for p in folder._paths], folder.labels, norm)  # pylint: disable=protected-access
+  paths = [folder.name(i) for i in range(len(folder))]
+  dataset = PilDataset(paths, folder.labels, norm)
   try:
     import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     return 'torch DataLoader + PIL', _torch_batches(dataset, workers, batch_size)

@@ -177,12 +177,13 @@ def run_sweep(sweep: ablations.Sweep, root: str, *, base: str = ablations.BASE, 
 def main(argv):
   del argv
   logs.quiet_library_logs()
-  f = flags.FLAGS
-  if not f.sweep or not f.root:
+  options = flags.FLAGS
+  if not options.sweep or not options.root:
     raise SystemExit('error: give --sweep (one of: ' + ', '.join(sorted(ablations.SWEEPS)) +
                      ') and --root (the folder for the runs).')
-  run_sweep(ablations.SWEEPS[f.sweep], f.root, base=cli.config_file(),
-            common=cli.overrides(), only=f.only, parallel=f.parallel, gather_only=f.gather_only)
+  run_sweep(ablations.SWEEPS[options.sweep], options.root, base=cli.config_file(),
+            common=cli.overrides(), only=options.only, parallel=options.parallel,
+            gather_only=options.gather_only)
 
 
 if __name__ == '__main__':  # flags only when run as a program: figure scripts import this module

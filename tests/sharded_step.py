@@ -19,7 +19,7 @@ os.environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={sys.argv[1]}
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alexnet_jax import augment, input_pipeline, sharding, stats, train  # noqa: E402
+from alexnet_jax import augment, sharding, stats, train  # noqa: E402
 from alexnet_jax.model import create_model  # noqa: E402
 from tests.conftest import small_config  # noqa: E402
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import augment, input_pipeline, stats, transforms
+from alexnet_jax import augment, stats, transforms
 
 S, CROP = 20, 16  # 5 x 5 crop positions
 

@@ -194,7 +194,8 @@ def test_per_class_accuracy_confusion_and_predictions_by_hand(trained_workdir, s
   labels = np.array([classifier.class_names.index(os.path.basename(os.path.dirname(f)))
                      for f in files])
   # By hand: the center patch of each file through the network, softmax, counts in NumPy.
-  probs = _numpy_softmax(np.asarray(classifier.logits(params, classifier.preprocess(files)), np.float64))
+  logits = classifier.logits(params, classifier.preprocess(files))
+  probs = _numpy_softmax(np.asarray(logits, np.float64))
   top1 = probs.argmax(-1)
   center = result['members'][0]['center']
   assert center['images'] == len(files) == 12

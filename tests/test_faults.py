@@ -2,7 +2,6 @@
 SIGINT mid-run, SIGKILL with input workers alive, divergence, a second run in the same workdir,
 an unwritable workdir, a misspelled config field."""
 
-import json
 import os
 import signal
 import socket
