@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import augment, checkpointing, cli, input_pipeline, logs, sources
+from alexnet_jax import augment, checkpointing, cli, input_pipeline, logs, ops, sources
 from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
@@ -63,11 +63,13 @@ def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 
           for k in ks}
 
 
-@functools.partial(jax.jit, static_argnames=('network', 'crop', 'views'))
-def _batch_probabilities(network, params, images, norm, *, crop: int, views: str):
-  """Softmax averaged over the views the device cuts from uint8 images (Section 4.1)."""
-  return view_probabilities(network, params,
-                            augment.eval_inputs(images, norm, crop=crop, views=views))
+@functools.cache
+def _batch_probabilities(network, crop: int, views: str):
+  """(params, uint8 images, norm) -> softmax averaged over the views the device cuts from the
+  images (Section 4.1), jitted with the network's compiler options."""
+  return jax.jit(lambda params, images, norm: view_probabilities(
+      network, params, augment.eval_inputs(images, norm, crop=crop, views=views)),
+                 compiler_options=ops.compiler_options(network))
 
 
 def _view_probabilities(prepared, views: str, batch_size: int):
@@ -80,8 +82,8 @@ def _view_probabilities(prepared, views: str, batch_size: int):
   for batch in ds:
     n = len(batch['label'])
     padded = input_pipeline.pad_batch(batch, batch_size)  # one compiled shape for every batch
-    probs.append(np.asarray(_batch_probabilities(network, params, padded['image'], norm,
-                                                 crop=data_config.crop_size, views=views))[:n])
+    probabilities = _batch_probabilities(network, data_config.crop_size, views)
+    probs.append(np.asarray(probabilities(params, padded['image'], norm))[:n])
     labels.append(batch['label'])
     index.append(batch['index'])
   if not probs:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpointing, transforms
+from alexnet_jax import checkpointing, ops, transforms
 from alexnet_jax.cli import apply_data_overrides
 from alexnet_jax.errors import CheckpointError, DataError
 from alexnet_jax.model import create_model
@@ -95,19 +95,24 @@ class Classifier:
 
   def logits(self, params, inputs: np.ndarray) -> jax.Array:
     """Logits of preprocessed inputs ((N, crop, crop, 3); test mode: no dropout)."""
-    return _apply(self.network, params, jnp.asarray(inputs))
+    return _jitted(_logits, self.network)(params, jnp.asarray(inputs))
 
   def features(self, params, inputs: np.ndarray) -> np.ndarray:
     """fc7's 4096-d activations (after ReLU) of preprocessed inputs: Figure 4's features."""
-    return np.asarray(_fc7(self.network, params, jnp.asarray(inputs)))
+    return np.asarray(_jitted(_fc7, self.network)(params, jnp.asarray(inputs)))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _apply(network, params, x):
+@functools.cache
+def _jitted(fn, network):
+  """`fn(network, ...)` jitted for `network`, with its implementation's compiler options, as
+  training compiles it."""
+  return jax.jit(functools.partial(fn, network), compiler_options=ops.compiler_options(network))
+
+
+def _logits(network, params, x):
   return network.apply({'params': params}, x, train=False)
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def view_probabilities(network, params, images):
   """Softmax over the classes, averaged over each image's views: `images` is (B, crop, crop, 3)
   or (B, views, crop, crop, 3), the result (B, classes)."""
@@ -116,7 +121,6 @@ def view_probabilities(network, params, images):
   return probs.reshape(images.shape[0], -1, probs.shape[-1]).mean(axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _fc7(network, params, x):
   _, state = network.apply({'params': params}, x, train=False, mutable=['features'])
   return state['features']['fc7_act'][0]
@@ -232,8 +236,8 @@ def predict(classifier: Classifier, params, images, top_k: int = 5,
   views='center' reads the center patch; views='ten' averages the softmax over the paper's ten
   patches (Section 4.1). Returns the top_k class ids, probabilities and names, best first.
   """
-  probs = np.asarray(view_probabilities(classifier.network, params,
-                                        jnp.asarray(classifier.preprocess(images, views))))
+  inputs = jnp.asarray(classifier.preprocess(images, views))
+  probs = np.asarray(_jitted(view_probabilities, classifier.network)(params, inputs))
   k = min(top_k, probs.shape[-1])
   ids = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
   names = classifier.names

@@ -4,6 +4,8 @@ Each operation has its plain form, written as PAPER.md states it, and beside it 
 the same mathematics for backends where XLA's own lowering of the plain form is slow.
 `Implementation` holds one choice per operation, and `for_backend` returns the choice measured
 fastest on a backend (BENCHMARKS.md, "Implementations"), the way nanoGPT picks its attention.
+On the CPU that includes which kernels XLA calls for convolutions, a compiler option every
+jitted function that runs the network passes on (`compiler_options`).
 Which form runs never changes the parameters or the outputs beyond float rounding, so it is not
 part of a model's identity: a checkpoint written with one resumes and evaluates with another.
 """
@@ -182,6 +184,38 @@ def max_pool_strided_views(x: jax.Array, window: int, stride: int) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
+# ---------------------------------------------------------------------------------------------
+# The kernels XLA:CPU calls for convolutions: its own, or YNNPACK's (a compiler option of each
+# jitted function, so it needs no environment variable and touches nothing else).
+# ---------------------------------------------------------------------------------------------
+
+_YNNPACK = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
+
+
+def _cpu_features() -> set[str]:
+  try:
+    with open('/proc/cpuinfo') as f:
+      return set(next((line for line in f if line.startswith('flags')), '').split())
+  except OSError:
+    return set()
+
+
+@functools.cache
+def _ynnpack_measured_here() -> bool:
+  """YNNPACK's convolutions were measured faster on an x86 CPU with AVX2 and without AVX-512
+  (BENCHMARKS.md, "Implementations"); elsewhere they have not been measured, and a jaxlib
+  without the option cannot use them."""
+  features = _cpu_features()
+  if 'avx2' not in features or 'avx512f' in features:
+    return False
+  try:
+    probe = jax.device_put(jnp.ones(2), jax.devices('cpu')[0])
+    jax.jit(lambda x: x @ x).lower(probe).compile(compiler_options=_YNNPACK)
+  except Exception:  # pylint: disable=broad-except  (an option this jaxlib does not know)
+    return False
+  return True
+
+
 @dataclasses.dataclass(frozen=True)
 class Implementation:
   """One implementation per operation; the defaults are the plain forms."""
@@ -189,6 +223,13 @@ class Implementation:
   strided_conv: Literal['direct', 'space_to_depth'] = 'direct'
   lrn: Literal['autodiff', 'custom_gradient'] = 'autodiff'
   pooling: Literal['reduce_window', 'strided_views'] = 'reduce_window'
+  cpu_conv_kernels: Literal['xla', 'ynnpack'] = 'xla'
+
+  @property
+  def compiler_options(self) -> dict[str, str]:
+    """XLA options for every jitted function that runs the network (`jax.jit(...,
+    compiler_options=...)`); they apply to the CPU backend only."""
+    return dict(_YNNPACK) if self.cpu_conv_kernels == 'ynnpack' else {}
 
   def conv(self, x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
            groups: int = 1) -> jax.Array:
@@ -214,17 +255,30 @@ class Implementation:
 
 
 PLAIN = Implementation()
-# Each operation's forms, the plain one first.
+# Each operation's forms, the plain one first, and those only the CPU backend has.
 FORMS = {f.name: f.type.__args__ for f in dataclasses.fields(Implementation)}
+CPU_ONLY = ('cpu_conv_kernels',)
 # Measured per backend (BENCHMARKS.md, "Implementations"); a backend not listed runs PLAIN.
+# 'cpu+ynnpack' is the CPU where YNNPACK's convolutions were measured faster, which also makes
+# conv1's direct form faster than its space-to-depth form there.
 MEASURED = {
     'cpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'reduce_window'),
+    'cpu+ynnpack': Implementation('per_tower', 'direct', 'custom_gradient', 'reduce_window',
+                                  'ynnpack'),
     'gpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'strided_views'),
 }
 
 
 def for_backend(backend: str | None = None) -> Implementation:
-  return MEASURED.get(backend or jax.default_backend(), PLAIN)
+  backend = backend or jax.default_backend()
+  if backend == 'cpu' and _ynnpack_measured_here():
+    backend = 'cpu+ynnpack'
+  return MEASURED.get(backend, PLAIN)
+
+
+def compiler_options(network) -> dict[str, str]:
+  """The compiler options of the implementation `network` (AlexNet or CifarCNN) runs with."""
+  return (network.implementation or for_backend()).compiler_options
 
 
 def choose(spec: str = 'auto', backend: str | None = None) -> Implementation:
@@ -244,5 +298,7 @@ def choose(spec: str = 'auto', backend: str | None = None) -> Implementation:
       raise ValueError(f'{name!r} is not an operation; the operations are {", ".join(FORMS)}')
     if form not in FORMS[name]:
       raise ValueError(f'{name} is one of {", ".join(FORMS[name])}, not {form!r}')
+    if name in CPU_ONLY and form != FORMS[name][0] and (backend or jax.default_backend()) != 'cpu':
+      raise ValueError(f'{name}={form} is for the CPU backend only')
     impl = dataclasses.replace(impl, **{name: form})
   return impl

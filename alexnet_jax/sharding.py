@@ -97,7 +97,7 @@ def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def jit(fn, mesh: Mesh, in_shardings, out_shardings, donate_argnums=()):
+def jit(fn, mesh: Mesh, in_shardings, out_shardings, donate_argnums=(), compiler_options=None):
   """jax.jit with shardings, tracing `fn` inside `mesh` so the towers find their devices."""
 
   @functools.wraps(fn)
@@ -106,4 +106,4 @@ def jit(fn, mesh: Mesh, in_shardings, out_shardings, donate_argnums=()):
       return fn(*args)
 
   return jax.jit(within_mesh, in_shardings=in_shardings, out_shardings=out_shardings,
-                 donate_argnums=donate_argnums)
+                 donate_argnums=donate_argnums, compiler_options=compiler_options)

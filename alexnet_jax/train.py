@@ -292,15 +292,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
     train_fn = functools.partial(train_step, augment_fn=augment_fn,
                                  skip_nonfinite=config.skip_nonfinite_updates)
+    options = model.implementation.compiler_options  # e.g. XLA:CPU's convolution kernels
     jitted_train_step = sharding.jit(train_fn, mesh,
                                      (state_sharding, batch_sharding, replicated, replicated),
-                                     (state_sharding, replicated), donate_argnums=0)
+                                     (state_sharding, replicated), donate_argnums=0,
+                                     compiler_options=options)
     jitted_eval_step = sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
-                                    (state_sharding, batch_sharding, replicated), replicated)
+                                    (state_sharding, batch_sharding, replicated), replicated,
+                                    compiler_options=options)
     # Compiled on its first call: a run with diagnostics off never builds it.
     jitted_diagnose = sharding.jit(
         functools.partial(diagnostics.diagnose, augment_fn=augment_fn), mesh,
-        (state_sharding, batch_sharding, replicated, replicated), replicated)
+        (state_sharding, batch_sharding, replicated, replicated), replicated,
+        compiler_options=options)
     death = diagnostics.DeathWatch()
     writer = MetricWriter(workdir, enabled=is_main, resume_step=resumed_from)
     cleanup.callback(writer.close)

@@ -78,6 +78,8 @@ def implementations(specs: list[str]) -> list[str]:
       chosen = ops.for_backend()
       out.append('plain')
       for name, forms in ops.FORMS.items():
+        if name in ops.CPU_ONLY and jax.default_backend() != 'cpu':
+          continue
         other = next(form for form in forms if form != getattr(chosen, name))
         out.append(f'auto,{name}={other}')
     else:
@@ -136,7 +138,8 @@ def jax_contender(model, crop: int, classes: int, batch: int, resize: int, norm,
   step = functools.partial(train_step, augment_fn=functools.partial(
       augment.train_inputs, crop=crop, dtype=model.dtype))
   start = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0).lower(state, data, rng, norm).compile()
+  compiled = jax.jit(step, donate_argnums=0, compiler_options=ops.compiler_options(model)).lower(
+      state, data, rng, norm).compile()
   info = {'compile_s': time.perf_counter() - start}
   mem = compiled.memory_analysis()
   if mem is not None:

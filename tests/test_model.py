@@ -12,10 +12,11 @@ from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.model import AlexNet, count_params
 from tests import numpy_alexnet
 
-# Every operation in both of its forms.
+# Every operation in both of its forms (YNNPACK's convolutions on the CPUs that choose them).
 IMPLEMENTATIONS = {'plain': ops.PLAIN,
                    'fast': ops.Implementation('per_tower', 'space_to_depth', 'custom_gradient',
-                                              'strided_views')}
+                                              'strided_views',
+                                              ops.for_backend('cpu').cpu_conv_kernels)}
 
 PAPER_SHAPES = {
     'conv1': (11, 11, 3, 96), 'conv2': (5, 5, 48, 256), 'conv3': (3, 3, 256, 384),
@@ -31,7 +32,9 @@ def _init(model, x, seed: int):
 
 
 def _apply(model, params, x, **kwargs):
-  return jax.jit(model.apply, static_argnames='train')({'params': params}, x, **kwargs)
+  """The model jitted as training jits it, with its implementation's compiler options."""
+  return jax.jit(model.apply, static_argnames='train',
+                 compiler_options=ops.compiler_options(model))({'params': params}, x, **kwargs)
 
 
 def _shapes(model, size):

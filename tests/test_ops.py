@@ -74,6 +74,26 @@ def test_grouped_conv_forms_match_numpy(form):
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(ops.for_backend('cpu').cpu_conv_kernels != 'ynnpack',
+                    reason='YNNPACK is chosen only on the CPUs it was measured on')
+@pytest.mark.parametrize('stride,padding,groups', [(4, 0, 1), (1, 2, 2), (1, 1, 1)])
+def test_ynnpack_convolutions_match_numpy_and_xlas_gradients(stride, padding, groups):
+  rng = np.random.default_rng(4)
+  size, k = (23, 11) if stride == 4 else (9, 2 * padding + 1)
+  x = jnp.asarray(rng.normal(size=(2, size, size, 4)).astype(np.float32))
+  kernel = jnp.asarray(rng.normal(size=(k, k, 4 // groups, 6)).astype(np.float32))
+  conv = lambda x, kernel: ops.conv(x, kernel, stride, padding, groups)
+  ynn = ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options
+  got = jax.jit(conv, compiler_options=ynn)(x, kernel)
+  expected = numpy_alexnet.conv(np.asarray(x), np.asarray(kernel), np.zeros(6), stride, padding,
+                                groups=groups)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  ours = jax.jit(lambda *a: _grads(conv, *a), compiler_options=ynn)(x, kernel)
+  xla = jax.jit(lambda *a: _grads(conv, *a))(x, kernel)
+  for a, b in zip(ours, xla):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
 @pytest.mark.parametrize('size,padding', [(35, 0), (32, 2)])
 def test_space_to_depth_conv_matches_numpy_and_the_direct_gradient(size, padding):
   rng = np.random.default_rng(3)
@@ -103,7 +123,7 @@ def test_implementation_dispatches_each_operation_to_its_form(monkeypatch):
 
 def test_choose_reads_a_config_field():
   assert ops.choose('plain') == ops.PLAIN
-  assert ops.choose('auto', backend='cpu') == ops.MEASURED['cpu']
+  assert ops.choose('auto', backend='cpu') in (ops.MEASURED['cpu'], ops.MEASURED['cpu+ynnpack'])
   assert ops.choose('auto', backend='a backend never measured') == ops.PLAIN
   mixed = ops.choose('auto, pooling=strided_views', backend='gpu')
   assert mixed.pooling == 'strided_views' and mixed.lrn == ops.MEASURED['gpu'].lrn
@@ -116,3 +136,31 @@ def test_choose_reads_a_config_field():
     ops.choose('auto,pool=strided_views')
   with pytest.raises(ValueError, match="pooling is one of reduce_window, strided_views, not 'x'"):
     ops.choose('auto,pooling=x')
+
+
+def _ynnpack_option_known() -> bool:
+  try:
+    jax.jit(lambda x: x + 1).lower(1.0).compile(
+        compiler_options=ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options)
+  except Exception:  # pylint: disable=broad-except
+    return False
+  return True
+
+
+def test_ynnpack_is_chosen_only_on_the_cpus_it_was_measured_on(monkeypatch):
+  def chosen(features):
+    monkeypatch.setattr(ops, '_cpu_features', lambda: features)
+    ops._ynnpack_measured_here.cache_clear()  # pylint: disable=protected-access
+    return ops.for_backend('cpu')
+  try:
+    assert chosen({'avx2', 'fma'}) == ops.MEASURED[
+        'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
+    assert chosen({'avx2', 'fma', 'avx512f', 'amx_tile'}) == ops.MEASURED['cpu']  # unmeasured
+    assert chosen({'asimd'}) == ops.MEASURED['cpu']                                # Arm
+  finally:
+    ops._ynnpack_measured_here.cache_clear()  # pylint: disable=protected-access
+  assert ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options == {
+      'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
+  assert ops.for_backend('gpu').compiler_options == {} and ops.PLAIN.compiler_options == {}
+  with pytest.raises(ValueError, match='for the CPU backend only'):
+    ops.choose('auto,cpu_conv_kernels=ynnpack', backend='gpu')
