@@ -55,7 +55,7 @@ class Conv(nn.Module):
     bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
     y = self.implementation.conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
                                  self.padding, self.groups)
-    return y + bias.astype(self.dtype)
+    return self.implementation.add_bias(y, bias.astype(self.dtype))
 
 
 class AlexNet(ops.ResponseNormalized):

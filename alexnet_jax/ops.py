@@ -76,6 +76,33 @@ def _towers_on_devices(groups: int) -> bool:
   return groups > 1 and jax.sharding.get_abstract_mesh().shape.get(TOWER_AXIS) == groups
 
 
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """Plain: a layer's bias added to every position of its maps; autodiff sums the gradient."""
+  return y + bias
+
+
+@jax.custom_vjp
+def add_bias_matmul_gradient(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """`add_bias` whose bias gradient, the sum of the maps' gradient over every position, is one
+  matrix product with a row of ones: XLA:CPU fuses the plain sum with the element-wise
+  backward pass before it into a slow column reduction."""
+  return y + bias
+
+
+def _add_bias_fwd(y, bias):
+  return y + bias, None
+
+
+def _add_bias_bwd(_, g):
+  channels = g.shape[-1]
+  ones = jnp.ones((1, g.size // channels), g.dtype)
+  bias_grad = jnp.dot(ones, g.reshape(-1, channels), preferred_element_type=jnp.float32)
+  return g, bias_grad.reshape(channels).astype(g.dtype)
+
+
+add_bias_matmul_gradient.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 # ---------------------------------------------------------------------------------------------
 # Local response normalization (Section 3.3).
 # ---------------------------------------------------------------------------------------------
@@ -202,11 +229,11 @@ def _cpu_features() -> set[str]:
 
 @functools.cache
 def _ynnpack_measured_here() -> bool:
-  """YNNPACK's convolutions were measured faster on an x86 CPU with AVX2 and without AVX-512
-  (BENCHMARKS.md, "Implementations"); elsewhere they have not been measured, and a jaxlib
-  without the option cannot use them."""
-  features = _cpu_features()
-  if 'avx2' not in features or 'avx512f' in features:
+  """YNNPACK's convolutions were measured faster on both x86 CPUs CI runs on, an AMD EPYC with
+  AVX2 and an Intel Xeon with AVX-512 and AMX (BENCHMARKS.md, "Implementations"); other CPUs
+  (Arm, x86 without AVX2) have not been measured, and a jaxlib without the option cannot use
+  them."""
+  if 'avx2' not in _cpu_features():
     return False
   try:
     probe = jax.device_put(jnp.ones(2), jax.devices('cpu')[0])
@@ -224,6 +251,7 @@ class Implementation:
   lrn: Literal['autodiff', 'custom_gradient'] = 'autodiff'
   pooling: Literal['reduce_window', 'strided_views'] = 'reduce_window'
   cpu_conv_kernels: Literal['xla', 'ynnpack'] = 'xla'
+  bias: Literal['autodiff', 'matmul_gradient'] = 'autodiff'
 
   @property
   def compiler_options(self) -> dict[str, str]:
@@ -246,6 +274,9 @@ class Implementation:
       return conv_space_to_depth(x, kernel, stride, padding)
     return conv(x, kernel, stride, padding, groups)
 
+  def add_bias(self, y: jax.Array, bias: jax.Array) -> jax.Array:
+    return (add_bias_matmul_gradient if self.bias == 'matmul_gradient' else add_bias)(y, bias)
+
   def local_response_norm(self, x: jax.Array, **constants) -> jax.Array:
     return local_response_norm(x, custom_gradient=self.lrn == 'custom_gradient', **constants)
 
@@ -259,12 +290,12 @@ PLAIN = Implementation()
 FORMS = {f.name: f.type.__args__ for f in dataclasses.fields(Implementation)}
 CPU_ONLY = ('cpu_conv_kernels',)
 # Measured per backend (BENCHMARKS.md, "Implementations"); a backend not listed runs PLAIN.
-# 'cpu+ynnpack' is the CPU where YNNPACK's convolutions were measured faster, which also makes
+# 'cpu+ynnpack' is an x86 CPU where YNNPACK's convolutions were measured faster, which also makes
 # conv1's direct form faster than its space-to-depth form there.
 MEASURED = {
     'cpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'reduce_window'),
     'cpu+ynnpack': Implementation('per_tower', 'direct', 'custom_gradient', 'reduce_window',
-                                  'ynnpack'),
+                                  'ynnpack', 'matmul_gradient'),
     'gpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'strided_views'),
 }
 

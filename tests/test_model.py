@@ -16,7 +16,8 @@ from tests import numpy_alexnet
 IMPLEMENTATIONS = {'plain': ops.PLAIN,
                    'fast': ops.Implementation('per_tower', 'space_to_depth', 'custom_gradient',
                                               'strided_views',
-                                              ops.for_backend('cpu').cpu_conv_kernels)}
+                                              ops.for_backend('cpu').cpu_conv_kernels,
+                                              'matmul_gradient')}
 
 PAPER_SHAPES = {
     'conv1': (11, 11, 3, 96), 'conv2': (5, 5, 48, 256), 'conv3': (3, 3, 256, 384),
@@ -108,6 +109,29 @@ def test_variant_logits_match_numpy(towers, padding, size, implementation):
   expected = numpy_alexnet.forward(jax.device_get(params), images, conv1_padding=padding,
                                    towers=towers, act=np.tanh)
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_gradients_are_the_same_under_every_implementation():
+  """The fast forms' hand-written backward passes (LRN, bias), strided views and per-tower
+  convolutions give the plain forms' gradient of the whole network's loss."""
+  images = np.random.default_rng(3).normal(0, 60, size=(3, 67, 67, 3)).astype(np.float32)
+  labels = np.array([0, 3, 6])
+  grads = {}
+  for name, implementation in IMPLEMENTATIONS.items():
+    model = AlexNet(num_classes=7, width=0.125, init_scheme='he', implementation=implementation)
+    params = _init(model, images[:1], 0)
+
+    def loss(params, model=model):
+      logits = model.apply({'params': params}, images, train=False)
+      return -jax.nn.log_softmax(logits)[jnp.arange(3), labels].mean()
+
+    grads[name] = jax.jit(jax.grad(loss), compiler_options=ops.compiler_options(model))(params)
+  for layer in PAPER_SHAPES:
+    for leaf in ('kernel', 'bias'):
+      plain, fast = grads['plain'][layer][leaf], grads['fast'][layer][leaf]
+      assert float(jnp.abs(plain).max()) > 0, (layer, leaf)
+      np.testing.assert_allclose(fast, plain, rtol=1e-3, atol=1e-4 * float(jnp.abs(plain).max()),
+                                 err_msg=f'{layer}/{leaf}')
 
 
 def test_variants_are_fields_of_one_module():

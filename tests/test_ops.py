@@ -108,6 +108,30 @@ def test_space_to_depth_conv_matches_numpy_and_the_direct_gradient(size, padding
     np.testing.assert_allclose(ours, direct, rtol=1e-4, atol=1e-4 * float(jnp.abs(direct).max()))
 
 
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_bias_matmul_gradient_matches_numpy_and_autodiff(dtype):
+  rng = np.random.default_rng(5)
+  y = rng.normal(size=(3, 5, 5, 6)).astype(np.float32)
+  bias = rng.normal(size=(6,)).astype(np.float32)
+  tolerance = dict(rtol=2e-2, atol=5e-2) if dtype == jnp.bfloat16 else dict(rtol=1e-5, atol=1e-5)
+  y, bias = (np.asarray(jnp.asarray(a, dtype), np.float32) for a in (y, bias))  # representable
+  got = ops.add_bias_matmul_gradient(jnp.asarray(y, dtype), jnp.asarray(bias, dtype))
+  np.testing.assert_allclose(np.asarray(got, np.float32), y + bias, **tolerance)
+  # The bias gradient is the sum of the maps' gradient over batch and positions, by hand.
+  weights = rng.normal(size=y.shape).astype(np.float32)
+  loss = lambda f: lambda y, b: (f(y, b).astype(jnp.float32) * weights).sum()
+  dy, db = jax.grad(loss(ops.add_bias_matmul_gradient), argnums=(0, 1))(
+      jnp.asarray(y, dtype), jnp.asarray(bias, dtype))
+  assert db.dtype == dtype and dy.dtype == dtype
+  np.testing.assert_allclose(np.asarray(db, np.float32), weights.sum(axis=(0, 1, 2)), **tolerance)
+  np.testing.assert_allclose(np.asarray(dy, np.float32), weights, **tolerance)
+  plain = jax.grad(loss(ops.add_bias), argnums=(0, 1))(jnp.asarray(y, dtype),
+                                                        jnp.asarray(bias, dtype))
+  for ours, theirs in zip((dy, db), plain):
+    np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32),
+                               **tolerance)
+
+
 def test_implementation_dispatches_each_operation_to_its_form(monkeypatch):
   calls = []
   for name in ('conv', 'conv_per_tower', 'conv_space_to_depth'):
@@ -119,6 +143,11 @@ def test_implementation_dispatches_each_operation_to_its_form(monkeypatch):
   fast.conv(x, kernel, 1, 1, 1)  # neither
   ops.PLAIN.conv(x, kernel, 4, 0, 1)
   assert calls == ['conv_per_tower', 'conv_space_to_depth', 'conv', 'conv']
+  for name in ('add_bias', 'add_bias_matmul_gradient'):
+    monkeypatch.setattr(ops, name, lambda *a, name=name: calls.append(name))
+  ops.PLAIN.add_bias(x, kernel)
+  ops.Implementation(bias='matmul_gradient').add_bias(x, kernel)
+  assert calls[-2:] == ['add_bias', 'add_bias_matmul_gradient']
 
 
 def test_choose_reads_a_config_field():
@@ -155,8 +184,9 @@ def test_ynnpack_is_chosen_only_on_the_cpus_it_was_measured_on(monkeypatch):
   try:
     assert chosen({'avx2', 'fma'}) == ops.MEASURED[
         'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
-    assert chosen({'avx2', 'fma', 'avx512f', 'amx_tile'}) == ops.MEASURED['cpu']  # unmeasured
-    assert chosen({'asimd'}) == ops.MEASURED['cpu']                                # Arm
+    assert chosen({'avx2', 'fma', 'avx512f', 'amx_tile'}) == ops.MEASURED[  # Intel Xeon
+        'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
+    assert chosen({'asimd'}) == ops.MEASURED['cpu']                            # Arm: unmeasured
   finally:
     ops._ynnpack_measured_here.cache_clear()  # pylint: disable=protected-access
   assert ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options == {

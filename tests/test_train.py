@@ -246,7 +246,7 @@ def test_the_implementation_may_change_on_resume(shapes_dir, tmp_path):
   config.implementation = 'plain'
   train.train_and_evaluate(config, str(tmp_path / 'run'))
   config.implementation = 'auto,grouped_conv=per_tower,strided_conv=space_to_depth,' \
-                          'lrn=custom_gradient,pooling=strided_views'
+                          'lrn=custom_gradient,pooling=strided_views,bias=matmul_gradient'
   config.num_train_steps = 6
   final = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert np.isfinite(final['train']['loss'])
