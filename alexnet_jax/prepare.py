@@ -68,7 +68,9 @@ def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: in
           writer.close()
         shard = i // shard_images
         path = os.path.join(out_dir, f'{split}-{shard:05d}-of-{num_shards:05d}.array_record')
-        writer = array_record_module.ArrayRecordWriter(path, 'group_size:1')  # random access
+        # One record per group: random access. Uncompressed: zstd saves nothing on JPEG bytes
+        # and tripled the time to read a record (BENCHMARKS.md, "Input pipeline").
+        writer = array_record_module.ArrayRecordWriter(path, 'group_size:1,uncompressed')
       if 'skipped' in item:
         skipped[item['skipped']] = item['reason']
       else:

@@ -9,6 +9,7 @@ import sys
 import grain
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 
 from alexnet_jax import input_pipeline, prepare, sources, stats, transforms
 from alexnet_jax.errors import DataError
@@ -30,6 +31,10 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
   info = prepare.prepare(d, d.packed_dir)
   assert info['splits']['train']['images'] == 18 and not info['splits']['train']['skipped']
   assert len(sources.packed_shards(d.packed_dir, 'train')) == 4  # 5 images per shard
+  for shard in sources.packed_shards(d.packed_dir, 'train'):  # random access, read uncompressed
+    reader = array_record_module.ArrayRecordReader(shard)
+    assert {'group_size:1', 'uncompressed'} <= set(reader.writer_options_string().split(','))
+    reader.close()
   original = sources.ImageFolder(photo_dir)
   d.source = 'packed'
   packed = sources.train_source(d)
