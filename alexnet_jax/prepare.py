@@ -69,7 +69,7 @@ def pack_split(source, out_dir: str, split: str, *, size: int = 256, quality: in
         shard = i // shard_images
         path = os.path.join(out_dir, f'{split}-{shard:05d}-of-{num_shards:05d}.array_record')
         # One record per group: random access. Uncompressed: zstd saves nothing on JPEG bytes
-        # and tripled the time to read a record (BENCHMARKS.md, "Input pipeline").
+        # and slows every read (BENCHMARKS.md, "Input pipeline").
         writer = array_record_module.ArrayRecordWriter(path, 'group_size:1,uncompressed')
       if 'skipped' in item:
         skipped[item['skipped']] = item['reason']
