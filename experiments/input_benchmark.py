@@ -210,7 +210,9 @@ def measure(batches, warmup, n, batch_size, shape) -> tuple[float, float]:
     batch = next(batches)
     image = batch['image'] if isinstance(batch, dict) else batch[0]
     assert tuple(image.shape) == (batch_size,) + shape, image.shape
-  return n * batch_size / (time.perf_counter() - start), n * batch_size / (cpu_seconds() - cpu)
+  seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+  # A short run can use less CPU time than the clock tick that counts it: no figure then.
+  return n * batch_size / seconds, n * batch_size / cpu if cpu > 0 else float('nan')
 
 
 def device_augment_cost(norm, batch_size: int, runs: int = 7, calls: int = 5) -> dict:
