@@ -205,14 +205,14 @@ def measure(batches, warmup, n, batch_size, shape) -> tuple[float, float]:
   each batch's shape."""
   for _ in range(warmup):
     next(batches)
-  start, cpu = time.perf_counter(), cpu_seconds()
+  start, start_cpu = time.perf_counter(), cpu_seconds()
   for _ in range(n):
     batch = next(batches)
     image = batch['image'] if isinstance(batch, dict) else batch[0]
     assert tuple(image.shape) == (batch_size,) + shape, image.shape
-  seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+  seconds, cpu_used = time.perf_counter() - start, cpu_seconds() - start_cpu
   # A short run can use less CPU time than the clock tick that counts it: no figure then.
-  return n * batch_size / seconds, n * batch_size / cpu if cpu > 0 else float('nan')
+  return n * batch_size / seconds, n * batch_size / cpu_used if cpu_used > 0 else float('nan')
 
 
 def device_augment_cost(norm, batch_size: int, runs: int = 7, calls: int = 5) -> dict:
