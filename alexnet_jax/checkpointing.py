@@ -41,13 +41,14 @@ DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
 # Config sections that change what a checkpoint's numbers mean: resuming with other values would
 # silently continue a different experiment.
 _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
-               'optim.fc8_lr_scale', 'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
+               'optim.fc8_lr_scale', 'optim.bias_lr_scale', 'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
                'data.workers')  # the input position is saved per worker process
 # Fields older checkpoints hold that no longer exist: switches of the implementation, which is
 # not part of a model's identity (the top-level `implementation` field chooses it now).
 _RETIRED = ('split_towers', 'space_to_depth')
 # Fields added after checkpoints were written, with the value their older code behaved as.
-_ADDED = {'optim.fc8_lr_scale': 1.0, 'model.positive_bias': 1.0}
+_ADDED = {'optim.fc8_lr_scale': 1.0, 'optim.bias_lr_scale': 1.0, 'model.positive_bias': 1.0,
+          'model.lrn_across_towers': False, 'model.hidden_fc_init_std': None}
 
 _NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
              errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
@@ -287,7 +288,8 @@ def _current(saved: dict) -> dict:
 
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
   """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
-  old, new = {**_ADDED, **_flatten(_current(saved))}, _flatten(json.loads(config.to_json()))
+  old, new = _flatten(_current(saved)), _flatten(json.loads(config.to_json()))
+  old.update({k: v for k, v in _ADDED.items() if k in new and k not in old})
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
            if old.get(k) != new.get(k)

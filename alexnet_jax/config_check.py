@@ -77,6 +77,9 @@ def _validate_alexnet(model: ml_collections.ConfigDict, data: ml_collections.Con
   require(model.pool_window >= 1 and model.pool_stride >= 1, 'model.pool_window', model.pool_window,
           'pooling window and stride must be positive')
   require(model.init_std > 0, 'model.init_std', model.init_std, 'must be positive')
+  require(model.hidden_fc_init_std is None or model.hidden_fc_init_std > 0,
+          'model.hidden_fc_init_std', model.hidden_fc_init_std,
+          'must be positive (or None: model.init_std)')
   require(model.positive_bias >= 0, 'model.positive_bias', model.positive_bias,
           'must be >= 0 (the paper: 1; Caffe: 0.1)')
   require(set(model.skip_convs) <= set(MIDDLE_CONVS), 'model.skip_convs', model.skip_convs,
@@ -131,6 +134,11 @@ def _validate_recipe(config, data: ml_collections.ConfigDict,
   require(list(optim.step_epochs) == sorted(optim.step_epochs), 'optim.step_epochs',
           optim.step_epochs,
           'must be increasing')
+  require(list(optim.step_steps) == sorted(optim.step_steps) and all(
+      s > 0 for s in optim.step_steps), 'optim.step_steps', optim.step_steps,
+          'must be increasing positive step counts (or () to drop at optim.step_epochs)')
+  require(optim.bias_lr_scale > 0, 'optim.bias_lr_scale', optim.bias_lr_scale,
+          'must be positive (1 is the paper; Caffe: 2)')
   require(config.batch_size >= 1, 'batch_size', config.batch_size, 'must be positive')
   require(config.num_epochs > 0 or config.num_train_steps > 0, 'num_epochs', config.num_epochs,
           'train for a positive number of epochs (or set num_train_steps)')

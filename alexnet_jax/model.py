@@ -71,6 +71,8 @@ class AlexNet(ops.ResponseNormalized):
     activation: 'relu' (paper, Section 3.1) or 'tanh' (the saturating baseline of Figure 1).
     lrn, lrn_k, lrn_n, lrn_alpha, lrn_beta: local response normalization after the ReLU of
       conv1 and conv2, and its constants (Section 3.3; fields of ops.ResponseNormalized).
+    lrn_across_towers: the LRN window runs over the whole layer, across the tower boundary, as
+      Caffe's AlexNet computes it; False (the paper's towers) keeps each tower's sums apart.
     pool_window, pool_stride: max-pooling (paper: 3, 2, overlapping; Section 3.4).
     conv1_padding: 0 for the default 227x227 input; 2 for 224x224 (torchvision's reading).
     dropout_rate: dropout on the outputs of fc6 and fc7 (paper: 0.5; Section 4.2).
@@ -78,6 +80,8 @@ class AlexNet(ops.ResponseNormalized):
       (Section 5); 'he' scales each layer's Gaussian by its fan-in (He et al. 2015) with zero
       biases, which trains narrow variants from the first step.
     init_std: standard deviation of the zero-mean Gaussian for every kernel (paper: 0.01).
+    hidden_fc_init_std: the same for fc6 and fc7 under init_scheme 'paper'; None is init_std
+      (the paper). Caffe's AlexNet draws them with 0.005.
     positive_bias: the constant of the biases the paper sets to 1 (conv2, conv4, conv5, fc6,
       fc7) under init_scheme 'paper'. Caffe's AlexNet uses 0.1: the mean activation these biases
       create multiplies every update's effect on all images alike, which few classes cannot
@@ -108,19 +112,23 @@ class AlexNet(ops.ResponseNormalized):
   dropout_rate: float = 0.5
   init_scheme: Literal['paper', 'he'] = 'paper'
   init_std: float = 0.01
+  hidden_fc_init_std: float | None = None
   positive_bias: float = 1.0
   input_std: float = 64.0
   input_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
   implementation: ops.Implementation | None = None
   skip_convs: tuple[int, ...] = ()
+  lrn_across_towers: bool = False
 
   def _features(self, n: int) -> int:
     return widened(n, self.width, self.towers)
 
-  def _kernel_init(self, input_std: float = 1.0):
+  def _kernel_init(self, name: str, input_std: float = 1.0):
     if self.init_scheme == 'he':
       return nn.initializers.variance_scaling(2.0 / input_std**2, 'fan_in', 'normal')
+    if name in ('fc6', 'fc7') and self.hidden_fc_init_std is not None:
+      return nn.initializers.normal(self.hidden_fc_init_std)
     return nn.initializers.normal(self.init_std)
 
   def _bias_init(self, name):
@@ -140,14 +148,16 @@ class AlexNet(ops.ResponseNormalized):
         return x
       scale = self.input_std * self.input_scale if name == 'conv1' else 1.0
       x = act(Conv(self._features(features), size, stride, padding, groups, impl,
-                   self._kernel_init(scale), self._bias_init(name), self.dtype, name=name)(x))
-      return self.response_norm(x, impl, groups=self.towers) if lrn else x
+                   self._kernel_init(name, scale), self._bias_init(name), self.dtype,
+                   name=name)(x))
+      lrn_groups = 1 if self.lrn_across_towers else self.towers
+      return self.response_norm(x, impl, groups=lrn_groups) if lrn else x
 
     def pool(x):
       return impl.max_pool(x, self.pool_window, self.pool_stride)
 
     def fc(name, x, features):
-      return nn.Dense(features, kernel_init=self._kernel_init(), bias_init=self._bias_init(name),
+      return nn.Dense(features, kernel_init=self._kernel_init(name), bias_init=self._bias_init(name),
                       dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
 
     dropout = lambda x: nn.Dropout(self.dropout_rate, deterministic=not train)(x)

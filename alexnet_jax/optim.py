@@ -12,6 +12,9 @@ constant and differ after every learning-rate drop.
 instead of ImageNet's 1000, K / 1000 makes fc8's own share of each logit's move per step what it
 is on ImageNet. The hidden layers' share stays, so on 10 classes it is not enough by itself
 (experiments/README.md, "Why the paper's recipe dies on 10 classes").
+
+`bias_lr_scale` multiplies eps for every bias: 1 in the paper, 2 in Caffe's AlexNet recipe
+(its `lr_mult: 2` on biases).
 """
 
 import dataclasses
@@ -37,9 +40,15 @@ def output_layer(params) -> Any:
   return {name: jax.tree.map(lambda _: name == 'fc8', layer) for name, layer in params.items()}
 
 
+def biases(params) -> Any:
+  """Mask: True for every `bias` leaf, whose rate `bias_lr_scale` scales."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: bool(path) and getattr(path[-1], 'key', None) == 'bias', params)
+
+
 def paper_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
-              weight_decay: float = 5e-4, decay_biases: bool = False, fc8_lr_scale: float = 1.0
-              ) -> optax.GradientTransformation:
+              weight_decay: float = 5e-4, decay_biases: bool = False, fc8_lr_scale: float = 1.0,
+              bias_lr_scale: float = 1.0) -> optax.GradientTransformation:
   """SGD with momentum and weight decay exactly as Section 5's update rule.
 
   Args:
@@ -49,6 +58,7 @@ def paper_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
     decay_biases: the paper does not say; default False decays kernels only.
     fc8_lr_scale: fc8's rate is eps times this (paper: 1). At 1 the chain and its state are
       exactly the paper's optimizer, so checkpoints written before the option restore.
+    bias_lr_scale: every bias's rate is eps times this (paper: 1; Caffe: 2); at 1, likewise.
   """
   steps = [
       optax.add_decayed_weights(weight_decay, mask=None if decay_biases else kernels_only),
@@ -56,16 +66,20 @@ def paper_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
   ]
   if fc8_lr_scale != 1.0:  # before the trace, as eps itself: v <- m v - s eps (g + wd w)
     steps.append(optax.masked(optax.scale(fc8_lr_scale), output_layer))
+  if bias_lr_scale != 1.0:
+    steps.append(optax.masked(optax.scale(bias_lr_scale), biases))
   steps.append(optax.trace(decay=momentum, nesterov=False))  # v <- momentum v + that; update v
   return optax.chain(*steps)
 
 
 def create(base_lr: float, momentum: float, weight_decay: float, decay_biases: bool,
-           fc8_lr_scale: float = 1.0) -> optax.GradientTransformation:
+           fc8_lr_scale: float = 1.0, bias_lr_scale: float = 1.0
+           ) -> optax.GradientTransformation:
   """paper_sgd with the learning rate as a hyperparameter the training loop can change."""
-  return optax.inject_hyperparams(paper_sgd, static_args=('decay_biases', 'fc8_lr_scale'))(
+  static = ('decay_biases', 'fc8_lr_scale', 'bias_lr_scale')
+  return optax.inject_hyperparams(paper_sgd, static_args=static)(
       learning_rate=base_lr, momentum=momentum, weight_decay=weight_decay,
-      decay_biases=decay_biases, fc8_lr_scale=fc8_lr_scale)
+      decay_biases=decay_biases, fc8_lr_scale=fc8_lr_scale, bias_lr_scale=bias_lr_scale)
 
 
 def get_lr(opt_state) -> jax.Array:
@@ -111,6 +125,7 @@ def plateau_update(state: PlateauState, val_err: float, *, patience: int, factor
                       drops=state.drops + 1)
 
 
-def step_lr(base_lr: float, epoch: int, drop_epochs: tuple[int, ...], factor: float) -> float:
-  """A reproducible stand-in for the plateau rule: multiply by `factor` at each given epoch."""
-  return base_lr * factor ** sum(epoch >= e for e in drop_epochs)
+def step_lr(base_lr: float, at: int, drops: tuple[int, ...], factor: float) -> float:
+  """A reproducible stand-in for the plateau rule: multiply by `factor` at each of `drops`,
+  epochs or steps as `at` counts (Caffe's solver counts steps)."""
+  return base_lr * factor ** sum(at >= d for d in drops)

@@ -40,7 +40,8 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
   tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
-                    optim_config.decay_biases, optim_config.fc8_lr_scale)
+                    optim_config.decay_biases, optim_config.fc8_lr_scale,
+                    optim_config.bias_lr_scale)
   return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
@@ -143,10 +144,13 @@ def device_batches(ds: grain.IterDataset, batch_sharding: jax.sharding.Sharding,
 
 
 def _lr_for_policy(optim_config: ml_collections.ConfigDict, policy: optim.PlateauState,
-                   epoch: int) -> float:
-  if optim_config.lr_policy == 'step':
-    return optim.step_lr(optim_config.base_lr, epoch, tuple(optim_config.step_epochs),
+                   step: int, steps_per_epoch: int) -> float:
+  if optim_config.lr_policy == 'step' and optim_config.step_steps:
+    return optim.step_lr(optim_config.base_lr, step, tuple(optim_config.step_steps),
                          optim_config.lr_factor)
+  if optim_config.lr_policy == 'step':
+    return optim.step_lr(optim_config.base_lr, step // steps_per_epoch,
+                         tuple(optim_config.step_epochs), optim_config.lr_factor)
   return policy.lr  # 'plateau' moves policy.lr after evaluations; 'constant' never does
 
 
@@ -323,7 +327,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
     with tqdm.tqdm(total=total_steps, initial=step, desc='train', unit='step',
                    disable=None if is_main else True) as bar:
       while step < total_steps:
-        lr = _lr_for_policy(config.optim, policy, step // steps_per_epoch)
+        lr = _lr_for_policy(config.optim, policy, step, steps_per_epoch)
         if lr != current_lr:  # a Python float: no device round trip per step
           state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
           current_lr = lr

@@ -27,12 +27,15 @@ def get_config() -> ml_collections.ConfigDict:
   m.lrn_n = 5
   m.lrn_alpha = 1e-4            # PAPER.md default: multiplies the plain sum (not alpha / n)
   m.lrn_beta = 0.75
+  m.lrn_across_towers = False   # PAPER.md default: each tower's channels alone (Caffe: across)
   m.pool_window = 3             # overlapping pooling, z = 3, s = 2
   m.pool_stride = 2
   m.conv1_padding = 0           # PAPER.md default: 227x227 input, no padding (224 needs 2)
   m.dropout_rate = 0.5
   m.init_scheme = 'paper'        # 'paper': every kernel N(0, init_std^2) | 'he': fan-in scaled
   m.init_std = 0.01
+  m.hidden_fc_init_std = ml_collections.config_dict.placeholder(float)  # fc6, fc7; None: init_std
+  #                               (paper); Caffe: 0.005
   m.positive_bias = 1.0         # the biases of conv2, conv4, conv5, fc6, fc7 (Caffe: 0.1)
   m.input_std = 64.0             # pixel std that init_scheme='he' scales conv1 for
   m.input_scale = 1.0           # images are multiplied by this first (paper: raw 0-255 values)
@@ -83,12 +86,14 @@ def get_config() -> ml_collections.ConfigDict:
   # fc8's rate is base_lr times this. Paper: 1. With K classes, K / 1000 gives fc8's share of each
   # logit's move per step as on ImageNet (alone, not enough on 10 classes: experiments/README.md).
   o.fc8_lr_scale = 1.0
+  o.bias_lr_scale = 1.0         # every bias's rate is base_lr times this (paper: 1; Caffe: 2)
   o.lr_policy = 'plateau'       # 'plateau' (the paper) | 'step' (fixed epochs) | 'constant'
   o.lr_factor = 0.1             # "divided by 10"
   o.plateau_patience = 3        # evaluations without improvement before a drop (not in the paper)
   o.plateau_min_delta = 0.0     # an improvement must beat the best error by more than this
   o.max_lr_drops = 3            # "reduced three times prior to termination"
   o.step_epochs = (30, 60, 80)  # for lr_policy = 'step'
+  o.step_steps = ()             # for lr_policy = 'step': drop at these steps instead (Caffe)
 
   # Section 3.2: the devices, as a mesh of `data` rows (each trains on a slice of the batch) by
   # `model` columns (2: one tower per device, the paper's two GPUs). See alexnet_jax.sharding.
@@ -110,7 +115,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Every this many steps, a 'diag' row: dead ReLUs per layer and gradient, update and parameter
   # norms (alexnet_jax/diagnostics.py), at the cost of one more forward and backward pass. 0: off.
   c.diagnostics_every_steps = 100
-  c.keep_checkpoints = 3
+  c.keep_checkpoints = 3         # the newest ones; the best by validation top-1 is kept too
+  # A checkpoint (a workdir, its checkpoints/ folder or one step's folder; trained here or made
+  # by alexnet_jax.import_weights) whose parameters a new run starts from: a fine-tune. The
+  # step and optimizer start fresh; fc8 is drawn anew where model.num_classes differs.
+  c.init_from = ''
   # A step whose loss or parameters are not finite stops the run (False) or is skipped and
   # counted (True); either way no checkpoint of a diverged state is ever written.
   c.skip_nonfinite_updates = False
