@@ -47,8 +47,9 @@ _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_bia
 # not part of a model's identity (the top-level `implementation` field chooses it now).
 _RETIRED = ('split_towers', 'space_to_depth')
 # Fields added after checkpoints were written, with the value their older code behaved as.
-_ADDED = {'optim.fc8_lr_scale': 1.0, 'optim.bias_lr_scale': 1.0, 'model.positive_bias': 1.0,
-          'model.lrn_across_towers': False, 'model.hidden_fc_init_std': None}
+ADDED_FIELDS = {'optim.fc8_lr_scale': 1.0, 'optim.bias_lr_scale': 1.0,
+                'model.positive_bias': 1.0, 'model.lrn_across_towers': False,
+                'model.hidden_fc_init_std': None}
 
 _NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
              errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
@@ -63,12 +64,28 @@ def absolute(workdir: str) -> str:
   return workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
 
 
+BEST = 'best'  # names the checkpoint of lowest validation top-1 error, where a step is asked for
+_BEST_METRIC = 'val_top1_err'
+
+
+def _options(keep: int | None = None, **kwargs) -> ocp.CheckpointManagerOptions:
+  """Orbax's own bookkeeping of the best checkpoint: a save given `metrics` records them, and
+  the one of lowest validation top-1 error is kept beside the newest `keep`."""
+  policies = ocp.checkpoint_managers
+  policy = None if keep is None else policies.AnyPreservationPolicy([
+      policies.LatestN(n=keep),
+      policies.BestN(get_metric_fn=lambda m: m[_BEST_METRIC], reverse=True, n=1,
+                     keep_checkpoints_without_metrics=False)])
+  return ocp.CheckpointManagerOptions(best_fn=lambda m: m[_BEST_METRIC], best_mode='min',
+                                      preservation_policy=policy, **kwargs)
+
+
 def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
-  """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`; the folders of
-  saves that never finished (a crash, a full disk) are removed as it starts."""
+  """Keeps the newest `keep` checkpoints under `<workdir>/checkpoints/<step>/`, and the best
+  (`save` with `val_top1_err`); the folders of saves that never finished (a crash, a full disk)
+  are removed as it starts."""
   directory = epath.Path(absolute(workdir)) / 'checkpoints'
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                         cleanup_tmp_directories=True)
+  options = _options(keep, create=True, cleanup_tmp_directories=True)
   try:
     return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
   except Exception as e:  # pylint: disable=broad-except  (Orbax wraps OSError in ValueError)
@@ -193,9 +210,10 @@ def _check_space(mgr: ocp.CheckpointManager, step: int) -> None:
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
          meta: dict, norm: Normalization | None = None, data_iter=None, *,
-         wait: bool = False) -> bool:
+         val_top1_err: float | None = None, wait: bool = False) -> bool:
   """Saves step `step` in the background (`wait`: before returning); `meta` is JSON (the LR
-  policy's state, the class names) and also carries the arrays' checksums.
+  policy's state, the class names) and also carries the arrays' checksums. `val_top1_err`, the
+  validation error of this very step, makes it a candidate for the best checkpoint.
 
   Raises CheckpointError, with the earlier checkpoints intact, when this save cannot fit on the
   disk, or when the file system refuses it or the previous one (found here, as the previous
@@ -214,7 +232,9 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.Co
   if data_iter is not None:
     items['data_iter'] = grain.checkpoint.CheckpointSave(data_iter)
   try:
-    saved = mgr.save(step, args=ocp.args.Composite(**items), force=True)  # the loop decides when
+    metrics = None if val_top1_err is None else {_BEST_METRIC: float(val_top1_err)}
+    saved = mgr.save(step, args=ocp.args.Composite(**items), metrics=metrics,
+                     force=True)  # the loop decides when
     if wait:
       mgr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
@@ -231,6 +251,14 @@ def finish(mgr: ocp.CheckpointManager) -> None:
     _wait(mgr)
   finally:
     mgr.close()
+
+
+def best(mgr: ocp.CheckpointManager) -> tuple[int, float] | None:
+  """(step, validation top-1 error) of the best checkpoint kept, or None if no save recorded
+  one."""
+  metrics = {s: mgr.metrics(s) for s in mgr.all_steps()}
+  scored = [(m[_BEST_METRIC], s) for s, m in metrics.items() if m and _BEST_METRIC in m]
+  return (min(scored)[1], min(scored)[0]) if scored else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +317,7 @@ def _current(saved: dict) -> dict:
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
   """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
   old, new = _flatten(_current(saved)), _flatten(json.loads(config.to_json()))
-  old.update({k: v for k, v in _ADDED.items() if k in new and k not in old})
+  old.update({k: v for k, v in ADDED_FIELDS.items() if k in new and k not in old})
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
            if old.get(k) != new.get(k)
@@ -450,15 +478,26 @@ def _read_for_load(mgr: ocp.CheckpointManager, step: int) -> dict:
   return restored
 
 
-def load(path: str, step: int | None = None) -> Loaded:
+def load(path: str, step: int | str | None = None) -> Loaded:
   """Reads the parameters, config, class names and statistics of one checkpoint (the newest
-  that reads back unless `step` or a step folder says which), as host arrays: no optimizer, and
-  any number of devices, whatever the run was trained on."""
+  that reads back unless `step` or a step folder says which; step='best' is the one of lowest
+  validation top-1 error), as host arrays: no optimizer, and any number of devices, whatever
+  the run was trained on."""
   directory, named_step = _checkpoints_dir(path)
   step = step if step is not None else named_step
-  options = ocp.CheckpointManagerOptions(create=False)
-  with ocp.CheckpointManager(directory, options=options, item_names=ITEMS) as mgr:
+  with ocp.CheckpointManager(directory, options=_options(create=False),
+                             item_names=ITEMS) as mgr:
     steps = mgr.all_steps()
+    if step == BEST:
+      if (found := best(mgr)) is None:
+        raise CheckpointError(
+            f'No checkpoint in {directory} records a validation error (steps there: '
+            f'{sorted(steps) or "none"}), so none is the best. Name a step instead.')
+      step = found[0]
+    elif isinstance(step, str):
+      if not step.isdigit():
+        raise CheckpointError(f'Step {step!r}: give a step number or {BEST!r}.')
+      step = int(step)
     if not steps or (step is not None and step not in steps):
       raise CheckpointError(
           f'No checkpoint {"at step " + str(step) + " " if step is not None else ""}in '

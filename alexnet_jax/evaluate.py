@@ -4,6 +4,7 @@ the confusion matrix.
 
     python -m alexnet_jax.evaluate --workdir=runs/imagenette_small
     python -m alexnet_jax.evaluate --workdir=runs/imagenette_small --step=1314
+    python -m alexnet_jax.evaluate --workdir=runs/imagenette_small --step=best
     python -m alexnet_jax.evaluate --workdir=runs/seed0,runs/seed1,runs/seed2   # an ensemble
     python -m alexnet_jax.evaluate --workdir=runs/imagenette_small --images=DIR \
         --predictions=preds.csv      # any ImageFolder; one row per image
@@ -133,7 +134,7 @@ def _write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, index: 
                        f'{probs[row, label]:.6g}'])
 
 
-def evaluate(workdirs: list[str], steps: list[int | None], *, views=VIEWS, batch_size: int = 64,
+def evaluate(workdirs: list[str], steps: list[int | str | None], *, views=VIEWS, batch_size: int = 64,
              overrides: Mapping[str, Any] = MappingProxyType({}), images: str = '',
              predictions: str = '') -> dict:
   """Errors, per-class accuracy and confusion matrices of every (workdir, step) checkpoint and,
@@ -239,7 +240,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_library_logs()
-  steps = [int(s) for s in FLAGS.step] or [None]
+  steps = list(FLAGS.step) or [None]  # numbers or 'best', read by checkpointing.load
   if not FLAGS.views or set(FLAGS.views) - set(VIEWS):
     raise app.UsageError(f'--views={",".join(FLAGS.views)}: choose from {", ".join(VIEWS)}.')
   try:
@@ -265,7 +266,8 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_list('workdir', None, 'Training run folder(s); several make an ensemble.')
-  flags.DEFINE_list('step', [], 'Checkpoint step(s) (default: the newest); several: ensemble.')
+  flags.DEFINE_list('step', [], "Checkpoint step(s) (default: the newest; 'best': the lowest "
+                    'validation top-1 error); several: ensemble.')
   flags.DEFINE_list('views', list(VIEWS), "'center' (one patch) and/or 'ten' (Section 4.1).")
   flags.DEFINE_integer('batch_size', 64, 'Images per batch (ten patches each for views=ten).')
   cli.define_data_overrides('--config.data.FIELD=VALUE: where the validation images are now.')

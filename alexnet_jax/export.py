@@ -2,6 +2,7 @@
 
     python -m alexnet_jax.export --workdir=runs/paper --out=alexnet.npz
     python -m alexnet_jax.export --workdir=runs/paper --step=450000 --out=alexnet_450k.npz
+    python -m alexnet_jax.export --workdir=runs/paper --step=best --out=alexnet_best.npz
 
 The keys are the paper's layer names: `conv1/kernel` (11, 11, 3, 96), `conv1/bias` (96,), ...,
 `fc8/kernel` (4096, 1000), `fc8/bias` (1000,), in Flax's layouts (convolution kernels height x
@@ -34,9 +35,9 @@ def arrays(loaded: checkpointing.Loaded) -> dict[str, np.ndarray]:
   return out
 
 
-def export(path: str, out: str, step: int | None = None) -> str:
-  """Writes the checkpoint at `path` (the newest, or `step`) to the .npz file `out`; returns
-  its path. The file appears whole or not at all."""
+def export(path: str, out: str, step: int | str | None = None) -> str:
+  """Writes the checkpoint at `path` (the newest, or `step`: a number or 'best') to the .npz
+  file `out`; returns its path. The file appears whole or not at all."""
   loaded = checkpointing.load(path, step)
   out = os.path.abspath(os.path.expanduser(out if out.endswith('.npz') else out + '.npz'))
   partial = out + '.partial.npz'
@@ -65,7 +66,8 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, 'A training run (or its checkpoints/ or one step folder).')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the newest).')
+  flags.DEFINE_string('step', None, "Checkpoint step (default: the newest; 'best': the lowest "
+                      'validation top-1 error).')
   flags.DEFINE_string('out', 'params.npz', 'The .npz file to write.')
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

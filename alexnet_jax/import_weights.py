@@ -261,10 +261,6 @@ def import_file(weights: str, config: ml_collections.ConfigDict, workdir: str,
 def _write(params: dict, norm: Normalization, config: ml_collections.ConfigDict, workdir: str,
            weights: str) -> str:
   workdir = checkpointing.absolute(workdir)
-  if config.model.num_classes != 1000:
-    raise UserError(f'model.num_classes is {config.model.num_classes}; the published networks '
-                    'have 1000 outputs. To train on other classes, import with 1000, then '
-                    'fine-tune with --config.init_from.')
   model = create_model(config.model, 'plain')
   state = train.create_train_state(jax.random.key(0), model, config.data.crop_size, config.optim)
   state = state.replace(params=jax.tree.map(jnp.asarray, params))
@@ -274,7 +270,8 @@ def _write(params: dict, norm: Normalization, config: ml_collections.ConfigDict,
       raise CheckpointError(f'{workdir} already holds checkpoints (steps {mgr.all_steps()}). '
                             'Import into a new --workdir.')
     meta = {'lr_policy': dataclasses.asdict(optim.PlateauState(lr=config.optim.base_lr)),
-            'class_names': imagenet_synsets(),
+            'class_names': (imagenet_synsets() if config.model.num_classes == 1000 else
+                            [str(i) for i in range(config.model.num_classes)]),
             'imported_from': {'file': os.path.abspath(weights), 'sha256': _sha256(weights)}}
     checkpointing.save(mgr, 0, state, config, meta, norm, wait=True)
   finally:

@@ -201,11 +201,12 @@ def normalization(loaded: checkpointing.Loaded,
         'statistics.') from e
 
 
-def restore(path: str, step: int | None = None, decoder: str | None = None
+def restore(path: str, step: int | str | None = None, decoder: str | None = None
             ) -> tuple[Classifier, dict, ml_collections.ConfigDict]:
   """(classifier, params, config) of a checkpoint: a training run's workdir, its checkpoints/
   folder or one step's folder, local or anywhere Orbax reads (gs://...), written on any number
-  of devices. The newest checkpoint unless `step` names another. Images are decoded as in
+  of devices. The newest checkpoint unless `step` names another ('best': the one of lowest
+  validation top-1 error). Images are decoded as in
   training unless `decoder` ('auto' or 'pillow') says otherwise."""
   loaded = checkpointing.load(path, step)
   config = checkpoint_config(loaded, {'data.decoder': decoder} if decoder else {})

@@ -37,6 +37,11 @@ def os_error_code(exc: BaseException | None) -> int | None:
   return None
 
 
+# Library warnings about what the project does on purpose: Orbax asks for metrics at every save
+# once the best checkpoint is tracked, and only the saves of evaluated steps have them.
+_EXPECTED = ('Requested `tracked_metric`',)
+
+
 def _from_library(pathname: str) -> bool:
   return any(part in LIBRARIES for part in pathname.split(os.sep))
 
@@ -48,7 +53,7 @@ class _QuietLibraries(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     if not _from_library(record.pathname):
       return True
-    if record.levelno < logging.WARNING:
+    if record.levelno < logging.WARNING or str(record.msg).startswith(_EXPECTED):
       return False
     if record.exc_info and os_error_code(record.exc_info[1]) is not None:
       exc = record.exc_info[1]

@@ -23,8 +23,8 @@ import tqdm
 from absl import logging
 from flax.training import train_state
 
-from alexnet_jax import (augment, checkpointing, config_check, diagnostics, input_pipeline,
-                         optim, preemption, sharding, sources, stats, transforms)
+from alexnet_jax import (augment, checkpointing, config_check, diagnostics, fine_tune,
+                         input_pipeline, optim, preemption, sharding, sources, stats, transforms)
 from alexnet_jax.errors import UserError
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.metric_writer import MetricWriter
@@ -285,14 +285,20 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
                               config.optim)
       finite.skipped = meta.get('skipped_updates', 0)
       logging.info('Resumed from step %d in %s', resumed_from, workdir)
+    elif config.init_from:  # a fine-tune: another checkpoint's parameters, all else fresh
+      state = state.replace(params=fine_tune.initial_params(config.init_from, config.model,
+                                                            state.params))
+    best = checkpointing.best(mgr)
+    best_err = best[1] if best else float('inf')
 
     def meta():
       return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names,
               'decoder': decoder_used(data.decoder), 'skipped_updates': finite.skipped}
 
-    def save(step, wait=False):
+    def save(step, val_top1_err=None, wait=False):
       finite.verify(mgr, workdir, config.optim.base_lr)  # never a checkpoint of a diverged run
-      checkpointing.save(mgr, step, state, config, meta(), norm, train_iter, wait=wait)
+      checkpointing.save(mgr, step, state, config, meta(), norm, train_iter,
+                         val_top1_err=val_top1_err, wait=wait)
 
     train_fn = functools.partial(train_step, augment_fn=augment_fn,
                                  skip_nonfinite=config.skip_nonfinite_updates)
@@ -357,6 +363,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
           final['train'] = train_metrics
           history = []
 
+        val_err = None
         if (step % eval_every == 0 or last) and not stopping:
           with clock.paused():
             finite.verify(mgr, workdir, config.optim.base_lr)  # never evaluate a diverged net
@@ -364,16 +371,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
                            num_batches=eval_batches, batch_sharding=batch_sharding)
             val['lr'] = float(optim.get_lr(state.opt_state))
             writer.write('val', step, step / steps_per_epoch, val)
-          final['val'] = val
+          final['val'], val_err = val, val['top1_err']
           if config.optim.lr_policy == 'plateau':
             policy = optim.plateau_update(
                 policy, val['top1_err'], patience=config.optim.plateau_patience,
                 factor=config.optim.lr_factor, max_drops=config.optim.max_lr_drops,
                 min_delta=config.optim.plateau_min_delta)
 
-        if step % config.checkpoint_every_steps == 0 or last or stopping:
+        # A new best validation error is saved at once, and kept beside the newest checkpoints.
+        improved = val_err is not None and val_err < best_err
+        if step % config.checkpoint_every_steps == 0 or last or stopping or improved:
           with clock.paused():
-            save(step, wait=stopping)
+            save(step, val_err, wait=stopping)
+          best_err = min(best_err, val_err) if val_err is not None else best_err
 
         if stopping:
           final['stopped'] = {'signal': stop.signal_name, 'step': step,
