@@ -48,12 +48,16 @@ def maxpool(x, z=3, s=2):
 
 
 def forward(params, images, conv1_padding=0, towers=2, act=lambda v: np.maximum(v, 0),
-            record=None):
+            record=None, lrn_towers=None, **lrn_constants):
   """Logits of the network at test time (dropout off), PAPER.md's table row by row.
 
   `record`, a dict if given, receives each layer's input to its activation by layer name, and
-  `fc7_act` the fc7 activations fc8 reads.
+  `fc7_act` the fc7 activations fc8 reads. `lrn_towers` (default: `towers`) is how many groups
+  of channels LRN sums within (1: Caffe's, across the towers); `lrn_constants` are its k, n,
+  alpha and beta where they differ from the paper's.
   """
+  lrn_towers = towers if lrn_towers is None else lrn_towers
+  norm = lambda a: lrn(a, towers=lrn_towers, **lrn_constants)
   p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
   record = {} if record is None else record
 
@@ -62,10 +66,10 @@ def forward(params, images, conv1_padding=0, towers=2, act=lambda v: np.maximum(
     return act(y)
 
   x = images.astype(np.float64)
-  x = maxpool(lrn(unit('conv1', conv(x, p['conv1']['kernel'], p['conv1']['bias'], 4,
-                                     conv1_padding)), towers=towers))
-  x = maxpool(lrn(unit('conv2', conv(x, p['conv2']['kernel'], p['conv2']['bias'], 1, 2, towers)),
-                  towers=towers))
+  x = maxpool(norm(unit('conv1', conv(x, p['conv1']['kernel'], p['conv1']['bias'], 4,
+                                      conv1_padding))))
+  x = maxpool(norm(unit('conv2', conv(x, p['conv2']['kernel'], p['conv2']['bias'], 1, 2,
+                                      towers))))
   x = unit('conv3', conv(x, p['conv3']['kernel'], p['conv3']['bias'], 1, 1))
   x = unit('conv4', conv(x, p['conv4']['kernel'], p['conv4']['bias'], 1, 1, towers))
   x = maxpool(unit('conv5', conv(x, p['conv5']['kernel'], p['conv5']['bias'], 1, 1, towers)))

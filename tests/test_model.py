@@ -111,6 +111,27 @@ def test_variant_logits_match_numpy(towers, padding, size, implementation):
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
+def test_caffe_lrn_across_the_towers_matches_numpy(implementation):
+  """Caffe's AlexNet: k = 1, alpha / n, and the window running across the tower boundary."""
+  model = AlexNet(num_classes=7, width=0.25, lrn_k=1.0, lrn_alpha=2e-5, lrn_across_towers=True,
+                  implementation=IMPLEMENTATIONS[implementation])
+  images = np.random.default_rng(4).normal(0, 60, size=(2, 67, 67, 3)).astype(np.float32)
+  params = jax.tree.map(lambda p: p * 20.0, _init(model, images[:1], 1))
+  got = np.asarray(_apply(model, params, images, train=False))
+  expected = numpy_alexnet.forward(jax.device_get(params), images, lrn_towers=1, k=1.0,
+                                   alpha=2e-5)
+  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+  within = numpy_alexnet.forward(jax.device_get(params), images, k=1.0, alpha=2e-5)
+  assert np.abs(within - expected).max() > 1e-2 * np.abs(expected).max()  # the field matters
+
+
+def test_hidden_fc_init_std_draws_fc6_and_fc7_alone():
+  params = _init(AlexNet(width=0.25, hidden_fc_init_std=0.005), jnp.zeros((1, 227, 227, 3)), 0)
+  for name, std in (('conv3', 0.01), ('fc6', 0.005), ('fc7', 0.005), ('fc8', 0.01)):
+    assert float(jnp.std(params[name]['kernel'])) == pytest.approx(std, rel=0.05), name
+
+
 def test_gradients_are_the_same_under_every_implementation():
   """The fast forms' hand-written backward passes (LRN, bias), strided views and per-tower
   convolutions give the plain forms' gradient of the whole network's loss."""

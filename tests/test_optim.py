@@ -112,6 +112,35 @@ def test_step_policy():
       pytest.approx([0.01, 0.01, 0.001, 1e-4, 1e-5])
 
 
+def test_step_policy_in_steps_drops_at_caffes_iterations():
+  """Caffe's 'step' policy: base_lr * gamma ^ floor(iter / stepsize), iter counted from 0."""
+  drops = (100_000, 200_000, 300_000, 400_000)
+  for step in (0, 99_999, 100_000, 250_000, 449_999):
+    assert optim.step_lr(0.01, step, drops, 0.1) == pytest.approx(0.01 * 0.1 ** (step // 100_000))
+
+
+def test_bias_lr_scale_doubles_the_biases_rate_alone():
+  """Caffe's lr_mult 2 on biases, no decay on them: v <- m v - 2 eps g for a bias."""
+  rng = np.random.default_rng(5)
+  params = {'fc7': {'kernel': jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+                    'bias': jnp.ones((3,), jnp.float32)}}
+  tx = optim.create(base_lr=0.01, momentum=0.9, weight_decay=5e-4, decay_biases=False,
+                    bias_lr_scale=2.0)
+  state, p = tx.init(params), params
+  grads = {'kernel': _grads(4, (4, 3), seed=20), 'bias': _grads(4, (3,), seed=30)}
+  lrs = [0.01, 0.01, 0.001, 0.001]
+  for t, lr in enumerate(lrs):
+    state = optim.set_lr(state, lr)
+    g = {'fc7': {k: jnp.asarray(v[t], jnp.float32) for k, v in grads.items()}}
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+  np.testing.assert_allclose(p['fc7']['kernel'], _hand_rule(
+      params['fc7']['kernel'], grads['kernel'], lrs), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(p['fc7']['bias'], _hand_rule(
+      params['fc7']['bias'], grads['bias'], [2 * lr for lr in lrs], decay=False), rtol=1e-5,
+                             atol=1e-6)
+
+
 @pytest.mark.parametrize('scale', [1.0, 0.01])
 def test_fc8_lr_scale_scales_the_output_layer_rate_alone(scale):
   """v <- m v - s eps (g + wd w) for fc8, the paper's rule for every other layer, across a drop."""
