@@ -137,6 +137,41 @@ def test_colab_notebook_runs_headless(trained_workdir, shapes_dir, monkeypatch, 
     assert Image.open(tmp_path / figure).format == 'PNG'
 
 
+_NARROW_CAFFE_CONFIG = '''
+from tests.test_caffe_import import narrow_config
+
+
+def get_config():
+  return narrow_config()
+'''
+
+
+def test_colab_notebook_imports_a_pretrained_file_headless(shapes_dir, monkeypatch, tmp_path):
+  """The notebook's trained-AlexNet path offline: the same cells import a random-weight Caffe
+  file (the narrow net the Caffe import is checked on) and classify images with it."""
+  from tests.fixtures import make_caffe_fixture  # pylint: disable=g-import-not-at-top
+  make_caffe_fixture.write_files(str(tmp_path))
+  config_file = tmp_path / 'narrow_caffe.py'
+  config_file.write_text(_NARROW_CAFFE_CONFIG)
+  monkeypatch.setenv('ALEXNET_PRETRAINED', str(tmp_path / 'narrow_alexnet.caffemodel'))
+  monkeypatch.setenv('ALEXNET_PRETRAINED_MEAN', str(tmp_path / 'narrow_mean.binaryproto'))
+  monkeypatch.setenv('ALEXNET_PRETRAINED_CONFIG', str(config_file))
+  monkeypatch.setenv('ALEXNET_IMAGES', os.path.join(shapes_dir, 'val'))
+  monkeypatch.setenv('ALEXNET_OUT', str(tmp_path / 'out'))
+  monkeypatch.setenv('MPLBACKEND', 'Agg')
+  monkeypatch.setenv('PYTHONPATH', REPO)  # the kernel imports the config's test helpers
+  nb = nbformat.read(os.path.join(REPO, 'experiments', 'colab_restore.ipynb'), as_version=4)
+  NotebookClient(nb, timeout=300, kernel_name='python3',
+                 resources={'metadata': {'path': os.path.join(REPO, 'experiments')}}).execute()
+  text = '\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
+                   for o in cell.get('outputs', []))
+  assert 'imported:' in text and 'demo trained' not in text
+  assert 'caffe_alexnet: AlexNet' in text and 'top-5' in text and 'kernel grid: (' in text
+  loaded = checkpointing.load(str(tmp_path / 'out' / 'imported' / 'narrow_alexnet'))
+  assert loaded.step == 0 and loaded.config.model.lrn_across_towers
+  assert Image.open(tmp_path / 'out' / 'figure3.png').format == 'PNG'
+
+
 def test_restore_decodes_as_training_did(trained_workdir, shapes_dir, tmp_path):
   workdir = shutil.copytree(trained_workdir, tmp_path / 'run')
   path = workdir / 'checkpoints' / '6' / 'meta' / 'metadata'
