@@ -170,7 +170,8 @@ def read_torch(path: str) -> dict[str, np.ndarray]:
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except  (zip, pickle and unpickler errors)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = str(e).strip()
+    first = text.splitlines()[0].split('. ')[0] if text else type(e).__name__
     raise DataError(f'{path} does not read as a PyTorch state dict ({first[:200]}). Give the '
                     'file torch.save(model.state_dict(), path) wrote, whole.') from e
   for key in ('state_dict', 'model'):
