@@ -41,8 +41,8 @@ DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
 # Config sections that change what a checkpoint's numbers mean: resuming with other values would
 # silently continue a different experiment.
 _MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
-               'optim.fc8_lr_scale', 'optim.bias_lr_scale', 'data.resize_size', 'data.crop_size', 'batch_size', 'seed',
-               'data.workers')  # the input position is saved per worker process
+               'optim.fc8_lr_scale', 'optim.bias_lr_scale', 'data.resize_size', 'data.crop_size',
+               'batch_size', 'seed', 'data.workers')  # the input position is saved per worker process
 # Fields older checkpoints hold that no longer exist: switches of the implementation, which is
 # not part of a model's identity (the top-level `implementation` field chooses it now).
 _RETIRED = ('split_towers', 'space_to_depth')

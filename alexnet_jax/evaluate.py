@@ -134,9 +134,9 @@ def _write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, index: 
                        f'{probs[row, label]:.6g}'])
 
 
-def evaluate(workdirs: list[str], steps: list[int | str | None], *, views=VIEWS, batch_size: int = 64,
-             overrides: Mapping[str, Any] = MappingProxyType({}), images: str = '',
-             predictions: str = '') -> dict:
+def evaluate(workdirs: list[str], steps: list[int | str | None], *, views=VIEWS,
+             batch_size: int = 64, overrides: Mapping[str, Any] = MappingProxyType({}),
+             images: str = '', predictions: str = '') -> dict:
   """Errors, per-class accuracy and confusion matrices of every (workdir, step) checkpoint and,
   for several, of their ensemble; on the checkpoints' validation split, or on the ImageFolder
   `images`. `overrides`: {'data.FIELD': value}, where the images are now. `predictions`: a CSV

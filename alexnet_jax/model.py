@@ -157,8 +157,9 @@ class AlexNet(ops.ResponseNormalized):
       return impl.max_pool(x, self.pool_window, self.pool_stride)
 
     def fc(name, x, features):
-      return nn.Dense(features, kernel_init=self._kernel_init(name), bias_init=self._bias_init(name),
-                      dtype=self.dtype, param_dtype=jnp.float32, name=name)(x)
+      return nn.Dense(features, kernel_init=self._kernel_init(name),
+                      bias_init=self._bias_init(name), dtype=self.dtype, param_dtype=jnp.float32,
+                      name=name)(x)
 
     dropout = lambda x: nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     f1, f2, f3, f4, f5 = self.conv_features
