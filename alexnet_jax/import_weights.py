@@ -71,7 +71,7 @@ def _file_layout(name: str, kernel_shape: tuple) -> tuple:
 
 
 def _converted(name: str, weight: np.ndarray, bias: np.ndarray, want: dict, pool5_channels: int,
-               source: str) -> dict[str, np.ndarray]:
+               where: str) -> dict[str, np.ndarray]:
   """One layer's kernel and bias in this network's layout, from (out, in, h, w) or (out, in)."""
   file_shape = _file_layout(name, want['kernel'])
   if name.startswith('fc') and weight.ndim == 4 and weight.shape[:2] == (1, 1):
@@ -81,7 +81,7 @@ def _converted(name: str, weight: np.ndarray, bias: np.ndarray, want: dict, pool
   for what, got, need in (('weights', weight.shape, file_shape),
                           ('biases', bias.shape, want['bias'])):
     if tuple(got) != tuple(need):
-      raise DataError(f'{source}: layer {name} has {what} of shape {tuple(got)}, but the network '
+      raise DataError(f'{where} has {what} of shape {tuple(got)}, but the network '
                       f'of this config needs {tuple(need)}. Use the config of the network the '
                       'file holds (configs/caffe_alexnet.py or configs/torchvision_alexnet.py).')
   weight = weight.astype(np.float32)
@@ -98,15 +98,21 @@ def _converted(name: str, weight: np.ndarray, bias: np.ndarray, want: dict, pool
 
 
 def _params(tensors: Callable[[str], tuple[np.ndarray, np.ndarray]],
-            config: ml_collections.ConfigDict, source: str) -> dict:
-  """Every layer's parameters from `tensors(layer) -> (weight, bias)` in the file's layout."""
+            config: ml_collections.ConfigDict, source: str,
+            file_names: Mapping[str, str] | None = None) -> dict:
+  """Every layer's parameters from `tensors(layer) -> (weight, bias)` in the file's layout;
+  `file_names` are the layers' names in the file where they differ, for the messages."""
   want = expected_shapes(config)
   missing = [name for name in LAYERS if name not in want]
   if missing:
     raise DataError(f'The config\'s network has no {", ".join(missing)}: an imported AlexNet '
                     'needs all eight layers (model.skip_convs must be empty).')
   pool5_channels = want['conv5']['bias'][0]
-  return {name: _converted(name, *tensors(name), want[name], pool5_channels, source)
+  def where(name):
+    known_as = f' ({file_names[name]})' if file_names else ''
+    return f'{source}: layer {name}{known_as}'
+
+  return {name: _converted(name, *tensors(name), want[name], pool5_channels, where(name))
           for name in LAYERS}
 
 
@@ -151,7 +157,7 @@ def torch_params(state_dict: Mapping[str, np.ndarray], config: ml_collections.Co
       weight = (weight.astype(np.float64) / scale[None, :, None, None]).astype(np.float32)
     return weight, bias
 
-  return _params(tensors, config, source)
+  return _params(tensors, config, source, TORCH_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------
