@@ -1,7 +1,7 @@
 """How the network's operations are computed; alexnet_jax/model.py says what they compute.
 
-Each operation has its plain form, written as PAPER.md states it, and beside it a faster form of
-the same mathematics for backends where XLA's own lowering of the plain form is slow.
+Each operation has its plain form, written as docs/paper.md states it, and beside it a faster
+form of the same mathematics for backends where XLA's own lowering of the plain form is slow.
 `Implementation` holds one choice per operation, and `for_backend` returns the choice measured
 fastest on a backend (BENCHMARKS.md, "Implementations"), the way nanoGPT picks its attention.
 On the CPU that includes which kernels XLA calls for convolutions, a compiler option every
