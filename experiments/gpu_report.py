@@ -9,7 +9,8 @@ of time is reported with its error and the report still completes:
 
   step        experiments/step_benchmark.py: float32 and bf16, the backend's implementation,
               all-plain and each operation in its other form (alexnet_jax/ops.py), PyTorch
-              eager and compile when torch is importable; batch 128, 5 runs of 10 steps
+              eager and compile when torch is importable; batch 128, 5 runs of 10 steps. The
+              report prints the `ops.MEASURED` entry these figures support (`entry_to_adopt`)
   pack        alexnet_jax.prepare: Imagenette as packed shards, unless --packed holds them
   input       experiments/input_benchmark.py with every core as a worker, over the JPEGs and
               the packed shards
@@ -28,6 +29,7 @@ everywhere; the step stage shows whether another would be faster on this device.
 stage at CPU test size (a narrow net on 67x67 crops, a few steps) to check the command itself.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -41,7 +43,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import flops, metric_writer
+from alexnet_jax import flops, metric_writer, ops
 from alexnet_jax.model import create_model
 from configs import default
 from experiments import machine
@@ -221,6 +223,51 @@ def input_rows(json_path: str, log_path: str) -> list[dict]:
   return rows
 
 
+# A form replaces the backend's choice only when it is faster than that by more than the spread
+# of a few timed runs, in every dtype timed.
+ADOPT_MARGIN = 1.03
+
+
+def entry_to_adopt(step: dict) -> dict:
+  """The `ops.MEASURED` entry the step stage supports for its backend: the backend's choice
+  with every operation switched whose other form ran faster by more than ADOPT_MARGIN.
+
+  Each form is timed against the backend's choice with that one operation changed; the
+  combination is what `implementation` (the config field's spec) lets a run confirm.
+  """
+  results, backend = step.get('results') or {}, step.get('backend', 'gpu')
+  base = step.get('auto') or dataclasses.asdict(ops.PLAIN)
+  dtypes = sorted({r['dtype'] for r in results.values()
+                   if r.get('framework') == 'jax' and r.get('input', 'synthetic') == 'synthetic'})
+  chosen, ratios = dict(base), {}
+  for name, forms in ops.FORMS.items():
+    for form in forms:
+      row = [results.get(f'jax {d} auto,{name}={form}', {}).get('vs_default') for d in dtypes]
+      if form != base[name] and row and None not in row:
+        ratios[f'{name}={form}'] = row
+        if min(row) > ADOPT_MARGIN:
+          chosen[name] = form
+  fields = {k: v for k, v in chosen.items() if v != getattr(ops.PLAIN, k)}
+  args = ', '.join(f'{k}={v!r}' for k, v in fields.items())
+  return {'backend': backend, 'dtypes': dtypes, 'ratios': ratios, 'implementation': chosen,
+          'spec': ','.join(['plain', *(f'{k}={v}' for k, v in fields.items())]),
+          'entry': f'{backend!r}: Implementation({args}),' if fields else None}
+
+
+def _adopt_lines(adopt: dict) -> list[str]:
+  if not adopt['ratios']:
+    return ['No operation was timed in its other form: nothing to adopt.']
+  timed = ', '.join(f'`{form}` {"/".join(f"{r:.2f}x" for r in row)}'
+                    for form, row in adopt['ratios'].items())
+  lines = [f'Each other form against the backend\'s choice ({"/".join(adopt["dtypes"])}): '
+           f'{timed}.', '']
+  if adopt['entry']:
+    return lines + [f'Entry to adopt in `ops.MEASURED`: `{adopt["entry"]}` (as a config field, '
+                    f'to confirm the combination: `--config.implementation={adopt["spec"]}`).']
+  return lines + [f'Entry to adopt: none; no form beat the plain ones by {ADOPT_MARGIN - 1:.0%}, '
+                  f'so `{adopt["backend"]}` stays out of `ops.MEASURED` and runs the plain forms.']
+
+
 def training_summary(workdir: str) -> dict:
   """The last training and validation records of metrics.jsonl, and the newest checkpoint."""
   records = metric_writer.read_records(workdir)
@@ -266,7 +313,7 @@ def _step_section(stage: dict) -> list[str]:
                  f'({_num(r.get("peak_tflops"), "g", "no documented peak")}) | '
                  f'{r["compile_s"]:.1f} |')
   lines += [f'\n{name} left out: `{error}`' for name, error in step.get('errors', {}).items()]
-  return lines
+  return lines + ['', *_adopt_lines(entry_to_adopt(step))]
 
 
 def _input_section(stages: dict) -> list[str]:
@@ -486,10 +533,11 @@ def report(out: str, *, minutes: float = 10, train_minutes: float = -1,
             'machine': step_json.get('machine') or machine.describe(devices=False),
             'matmul_precision': step_json.get('matmul_precision'),
             'float32_math': step_json.get('float32_math'), 'flops': flop_summary(tiny),
-            'stages': stages}
+            'adopt': entry_to_adopt(stages['step'].get('result') or {}), 'stages': stages}
   with open(path('report.json'), 'w') as fh:
     json.dump(result, fh, indent=2)
   write_markdown(result, path('report.md'))
+  print(*_adopt_lines(result['adopt']), sep='\n')
   print(f'wrote {path("report.md")} and report.json in {result["seconds"]:.0f} s')
   return result
 
