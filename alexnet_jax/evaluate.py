@@ -239,6 +239,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_library_logs()
+  cli.use_compilation_cache()
   steps = [int(s) for s in FLAGS.step] or [None]
   if not FLAGS.views or set(FLAGS.views) - set(VIEWS):
     raise app.UsageError(f'--views={",".join(FLAGS.views)}: choose from {", ".join(VIEWS)}.')

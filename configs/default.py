@@ -8,6 +8,8 @@ import os
 
 import ml_collections
 
+from alexnet_jax import cli
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -101,6 +103,11 @@ def get_config() -> ml_collections.ConfigDict:
   # or 'auto,cpu_conv_kernels=xla' (XLA:CPU's own convolutions instead of YNNPACK's).
   # Not part of the model: a checkpoint resumes and evaluates under any choice.
   c.implementation = 'auto'
+  # JAX's persistent compilation cache: a restarted run loads its programs instead of compiling
+  # them again. '' turns it off; JAX_COMPILATION_CACHE_DIR, where set, wins.
+  c.compilation_cache_dir = cli.COMPILATION_CACHE_DIR
+  # 'A-B': a jax.profiler trace of steps A to B into <workdir>/profile/ (TensorBoard, Perfetto).
+  c.profile_steps = ''
 
   c.batch_size = 128
   c.num_epochs = 90

@@ -17,7 +17,8 @@ of time is reported with its error and the report still completes:
   end_to_end  step_benchmark --data: each dtype's step fed by the real input pipeline from the
               packed shards (all cores but one), against the synthetic batch in the same run
   train       alexnet_jax.main --config=configs/imagenette.py (the paper's recipe and network,
-              10 classes) for the time that is left, sent SIGTERM at the deadline, upon which
+              10 classes) with a profile of a few steps (PROFILE_STEPS, in the run's
+              profile/), for the time that is left, sent SIGTERM at the deadline, upon which
               it finishes the step, writes a checkpoint and exits 0; a run that exits otherwise,
               or not within --grace seconds (then killed), is reported as such and its newest
               periodic checkpoint is evaluated
@@ -172,6 +173,10 @@ def end_to_end_command(tiny: bool, data: str, workers: int, json_path: str) -> l
           f'--data={data}', f'--workers={workers}', f'--json={json_path}', *model_flags(tiny)]
 
 
+# The training steps traced (jax.profiler, into the run's profile/): past compiling and warm-up.
+PROFILE_STEPS = {False: '101-103', True: '2-3'}
+
+
 def train_command(tiny: bool, imagenette_dir: str, packed: str | None, workers: int,
                   workdir: str) -> list[str]:
   data = (['--config.data.source=packed', f'--config.data.packed_dir={packed}'] if packed else
@@ -182,7 +187,7 @@ def train_command(tiny: bool, imagenette_dir: str, packed: str | None, workers: 
             '--config.diagnostics_every_steps=3', '--config.data.threads=2'] if tiny else [])
   return [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/imagenette.py',
           f'--workdir={workdir}', *data, f'--config.data.workers={workers}', *sizes,
-          *model_flags(tiny)]
+          f'--config.profile_steps={PROFILE_STEPS[tiny]}', *model_flags(tiny)]
 
 
 def evaluate_command(workdir: str, json_path: str) -> list[str]:
@@ -269,12 +274,16 @@ def _adopt_lines(adopt: dict) -> list[str]:
 
 
 def training_summary(workdir: str) -> dict:
-  """The last training and validation records of metrics.jsonl, and the newest checkpoint."""
+  """The last training and validation records of metrics.jsonl, the newest checkpoint and the
+  profile's trace files."""
   records = metric_writer.read_records(workdir)
   last = lambda split: next((r for r in reversed(records) if r.get('split') == split), None)
   ckpts = os.path.join(workdir, 'checkpoints')
   steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
-  return {'train': last('train'), 'val': last('val'), 'diag': last('diag'), 'checkpoints': steps}
+  traces = sorted(os.path.join(d, f) for d, _, files in os.walk(os.path.join(workdir, 'profile'))
+                  for f in files)
+  return {'train': last('train'), 'val': last('val'), 'diag': last('diag'), 'checkpoints': steps,
+          'profile': traces}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +358,17 @@ def _train_section(stage: dict) -> list[str]:
           f'minutes; last logged training loss {_num(tr.get("loss"), ".3f")} at '
           f'{_num(tr.get("images_per_sec"), ".0f")} images/s; last validation top-1 error '
           f'{_num(val.get("top1_err"), ".1%")}.', *_dead_units(run.get('diag')), '',
-          f'Stopping: {stage.get("note", "")}.']
+          f'Stopping: {stage.get("note", "")}.', '', _profile_line(run.get('profile') or [])]
+
+
+def _profile_line(traces: list[str]) -> str:
+  if not traces:
+    return 'Profile: none written (training stopped before the traced steps).'
+  folder = traces[0].split(f'{os.sep}plugins{os.sep}')[0]
+  return (f'Profile of steps {PROFILE_STEPS[False]} (--tiny: {PROFILE_STEPS[True]}): '
+          f'`tensorboard --logdir {folder}`, or open '
+          f'`{next((t for t in traces if t.endswith("perfetto_trace.json.gz")), traces[0])}` '
+          'in ui.perfetto.dev.')
 
 
 def _dead_units(diag: dict | None) -> list[str]:

@@ -41,6 +41,7 @@ def test_tiny_report_has_every_section_with_numbers(shapes_dir, tmp_path):
   e2e = s['end_to_end']['result']['results']['jax float32 + input']
   assert e2e['input'] == 'real' and e2e['vs_synthetic'] > 0
   assert s['train']['result']['train']['step'] == 6
+  assert any(t.endswith('perfetto_trace.json.gz') for t in s['train']['result']['profile'])
   member = s['evaluate']['result']['members'][0]
   assert member['step'] == 6
   assert 0 <= member['center']['top1_err'] <= 1 and 0 <= member['ten']['top5_err'] <= 1
