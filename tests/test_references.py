@@ -1,4 +1,4 @@
-"""Every file the repository's Markdown, docstrings and comments name is one the repository holds."""
+"""Every file that the Markdown, docstrings and comments name is one the repository holds."""
 
 import ast
 import io
