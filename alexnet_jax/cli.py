@@ -8,16 +8,23 @@ where its images are can change, `--config.data.FIELD=VALUE`, never the model.
 """
 
 import difflib
+import os
 import runpy
 import sys
 from typing import Any, Mapping
 
+import jax
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
 from alexnet_jax.errors import UserError
 
+
+# Where training and evaluation keep JAX's persistent compilation cache, so that a restarted run
+# loads its compiled programs instead of compiling them again (a config's
+# `compilation_cache_dir` moves it; '' turns it off).
+COMPILATION_CACHE_DIR = '~/.cache/alexnet_jax/jax'
 
 _ONLY_DATA = ("only where the images are can change (--config.data.FIELD=VALUE, e.g. "
               "--config.data.val_dir=/data/val); the model and its recipe are the checkpoint's.")
@@ -43,6 +50,21 @@ def define_data_overrides(help_string: str) -> flags.FlagHolder:
     bad = next(a.split('=')[0] for a in sys.argv if a.startswith('--config.')
                and not a.startswith('--config.data.'))
     sys.exit(f'error: {bad}: {_ONLY_DATA}')
+
+
+def use_compilation_cache(directory: str = COMPILATION_CACHE_DIR) -> str | None:
+  """Turns on JAX's persistent compilation cache in `directory` ('': off) for every program,
+  however small or quick to compile; call it before the first compile. JAX_COMPILATION_CACHE_DIR,
+  where set, wins, as JAX reads it itself. Returns the folder in use, or None."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return jax.config.jax_compilation_cache_dir
+  if not directory:
+    return None
+  path = os.path.abspath(os.path.expanduser(directory))
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  return path
 
 
 def overrides() -> dict[str, Any]:

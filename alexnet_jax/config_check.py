@@ -5,7 +5,7 @@ import typing
 import ml_collections
 from absl import logging
 
-from alexnet_jax import flops, ops
+from alexnet_jax import flops, ops, profiling
 from alexnet_jax.augment import LIGHTING_SCALES
 from alexnet_jax.sources import SOURCES
 from alexnet_jax.errors import require
@@ -59,6 +59,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     ops.choose(config.implementation)
   except ValueError as e:
     require(False, 'implementation', config.implementation, str(e))
+  try:
+    profiling.parse_steps(config.get('profile_steps', ''))
+  except ValueError as e:
+    require(False, 'profile_steps', config.profile_steps, str(e))
 
 
 def _validate_alexnet(model: ml_collections.ConfigDict, data: ml_collections.ConfigDict) -> None:

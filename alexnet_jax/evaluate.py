@@ -240,6 +240,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_library_logs()
+  cli.use_compilation_cache()
   steps = list(FLAGS.step) or [None]  # numbers or 'best', read by checkpointing.load
   if not FLAGS.views or set(FLAGS.views) - set(VIEWS):
     raise app.UsageError(f'--views={",".join(FLAGS.views)}: choose from {", ".join(VIEWS)}.')

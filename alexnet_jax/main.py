@@ -39,6 +39,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logs.quiet_library_logs()
+  cli.use_compilation_cache(_CONFIG.value.compilation_cache_dir)
   given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _DISTRIBUTED.value or any(v is not None for v in given):
     # Before anything touches a device: every process must join the runtime first.

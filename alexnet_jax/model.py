@@ -1,4 +1,4 @@
-"""AlexNet as PAPER.md's architecture table describes it (Krizhevsky et al. 2012, Section 3).
+"""AlexNet as docs/paper.md's architecture table describes it (Krizhevsky et al. 2012, Section 3).
 
 One line per learned layer, named as the paper names them. The two GPU towers are grouped
 convolutions (`feature_group_count=towers`): channels [0, C/2) are tower 1, [C/2, C) tower 2.

@@ -1,11 +1,18 @@
 """How the network's operations are computed; alexnet_jax/model.py says what they compute.
 
-Each operation has its plain form, written as PAPER.md states it, and beside it a faster form of
-the same mathematics for backends where XLA's own lowering of the plain form is slow.
+Each operation has its plain form, written as docs/paper.md states it, and beside it a faster
+form of the same mathematics for backends where XLA's own lowering of the plain form is slow.
 `Implementation` holds one choice per operation, and `for_backend` returns the choice measured
-fastest on a backend (BENCHMARKS.md, "Implementations"), the way nanoGPT picks its attention.
-On the CPU that includes which kernels XLA calls for convolutions, a compiler option every
-jitted function that runs the network passes on (`compiler_options`).
+fastest on a backend, the way nanoGPT picks its attention. On the CPU that includes which
+kernels XLA calls for convolutions, a compiler option every jitted function that runs the
+network passes on (`compiler_options`).
+
+Measured so far: the CPU backend only, on two x86 CPUs, an AMD EPYC with AVX2 and an Intel Xeon
+with AVX-512 and AMX (BENCHMARKS.md, "Implementations"). Every other backend, GPUs and TPUs
+included, runs the plain forms (`PLAIN`: grouped convolutions with `feature_group_count=2`,
+autodiff of the LRN formula, reduce_window pooling) until this code measures it there;
+`experiments/gpu_report.py` times every form on the GPU it runs on and prints the entry to
+adopt (BENCHMARKS.md, "On a GPU").
 Which form runs never changes the parameters or the outputs beyond float rounding, so it is not
 part of a model's identity: a checkpoint written with one resumes and evaluates with another.
 """
@@ -289,14 +296,13 @@ PLAIN = Implementation()
 # Each operation's forms, the plain one first, and those only the CPU backend has.
 FORMS = {f.name: f.type.__args__ for f in dataclasses.fields(Implementation)}
 CPU_ONLY = ('cpu_conv_kernels',)
-# Measured per backend (BENCHMARKS.md, "Implementations"); a backend not listed runs PLAIN.
-# 'cpu+ynnpack' is an x86 CPU where YNNPACK's convolutions were measured faster, which also makes
-# conv1's direct form faster than its space-to-depth form there.
+# Measured per backend (see the module docstring); a backend not listed runs PLAIN. 'cpu' is
+# XLA's own convolutions, 'cpu+ynnpack' an x86 CPU where YNNPACK's were measured faster, which
+# also makes conv1's direct form faster than its space-to-depth form there.
 MEASURED = {
     'cpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'reduce_window'),
     'cpu+ynnpack': Implementation('per_tower', 'direct', 'custom_gradient', 'reduce_window',
                                   'ynnpack', 'matmul_gradient'),
-    'gpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'strided_views'),
 }
 
 

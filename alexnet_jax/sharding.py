@@ -1,4 +1,4 @@
-"""The device mesh and how the train state and batches lie on it (PAPER.md, "Two towers").
+"""The device mesh and how the train state and batches lie on it (docs/paper.md, "Two towers").
 
 The mesh has two axes: `data` (each row trains on its own slice of the batch) and `model` (1, or
 2 for the paper's layout: one tower per device). Parameters are sharded by the rules below, over

@@ -24,7 +24,8 @@ from absl import logging
 from flax.training import train_state
 
 from alexnet_jax import (augment, checkpointing, config_check, diagnostics, fine_tune,
-                         input_pipeline, optim, preemption, sharding, sources, stats, transforms)
+                         input_pipeline, optim, preemption, profiling, sharding, sources, stats,
+                         transforms)
 from alexnet_jax.errors import UserError
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.metric_writer import MetricWriter
@@ -316,6 +317,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         (state_sharding, batch_sharding, replicated, replicated), replicated,
         compiler_options=options)
     death = diagnostics.DeathWatch()
+    profile = profiling.StepProfile(config.get('profile_steps', ''), workdir)
+    cleanup.callback(profile.close)
     writer = MetricWriter(workdir, enabled=is_main, resume_step=resumed_from)
     cleanup.callback(writer.close)
     writer.write_json('model.json', {'arch': config.model.get('arch', 'alexnet'),
@@ -337,14 +340,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         if lr != current_lr:  # a Python float: no device round trip per step
           state = state.replace(opt_state=optim.set_lr(state.opt_state, lr))
           current_lr = lr
+        profile.before(step + 1)  # the trace includes the input the step waits for
         batch = next(train_iter)
         if config.diagnostics_every_steps and (step + 1) % config.diagnostics_every_steps == 0:
           # What update step + 1 does to each layer, logged under that step (before it runs).
           diag = jax.device_get(jitted_diagnose(state, batch, dropout_rng, device_norm))
           writer.write('diag', step + 1, (step + 1) / steps_per_epoch, diag)
           death.check(step + 1, diag)
-        state, metrics = jitted_train_step(state, batch, dropout_rng, device_norm)
+        with profile.annotation(step + 1):
+          state, metrics = jitted_train_step(state, batch, dropout_rng, device_norm)
         step += 1
+        profile.after(step, state)
         finite.add(step, metrics.pop('finite'))
         history.append(metrics)
         bar.update()

@@ -1,11 +1,14 @@
-"""The paper's recipe (PAPER.md), field by field. Other configs start here and change a few.
+"""The paper's recipe (docs/paper.md), field by field. Other configs start here and change a few.
 
-Where the paper leaves a choice open, the field holds PAPER.md's documented default and says so.
+Where the paper leaves a choice open, the field holds the default of docs/paper.md, "Open
+readings", and says so.
 """
 
 import os
 
 import ml_collections
+
+from alexnet_jax import cli
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -25,12 +28,12 @@ def get_config() -> ml_collections.ConfigDict:
   m.lrn = True
   m.lrn_k = 2.0
   m.lrn_n = 5
-  m.lrn_alpha = 1e-4            # PAPER.md default: multiplies the plain sum (not alpha / n)
+  m.lrn_alpha = 1e-4            # docs/paper.md default: multiplies the plain sum (not alpha / n)
   m.lrn_beta = 0.75
-  m.lrn_across_towers = False   # PAPER.md default: each tower's channels alone (Caffe: across)
+  m.lrn_across_towers = False   # docs/paper.md default: within each tower (Caffe: across)
   m.pool_window = 3             # overlapping pooling, z = 3, s = 2
   m.pool_stride = 2
-  m.conv1_padding = 0           # PAPER.md default: 227x227 input, no padding (224 needs 2)
+  m.conv1_padding = 0           # docs/paper.md default: 227x227 input, no padding (224 needs 2)
   m.dropout_rate = 0.5
   m.init_scheme = 'paper'        # 'paper': every kernel N(0, init_std^2) | 'he': fan-in scaled
   m.init_std = 0.01
@@ -59,7 +62,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.packed_shard_images = 5000  # prepare: images per ArrayRecord shard
   d.decoder = 'auto'            # 'auto': simplejpeg + OpenCV if installed, else Pillow | 'pillow'
   d.resize_size = 256           # shorter side -> 256, central 256x256 patch
-  d.crop_size = 227             # PAPER.md default: 227 (224 with model.conv1_padding = 2)
+  d.crop_size = 227             # docs/paper.md default: 227 (224 with model.conv1_padding = 2)
   d.flip = True
   d.lighting_std = 0.1          # PCA lighting, alpha ~ N(0, 0.1); 0 turns it off
   # 'sqrt': scale alpha_i by sqrt(lambda_i), the std along each principal axis (default, as
@@ -82,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
   o.base_lr = 0.01
   o.momentum = 0.9
   o.weight_decay = 5e-4
-  o.decay_biases = False        # PAPER.md default: weight decay on kernels only
+  o.decay_biases = False        # docs/paper.md default: weight decay on kernels only
   # fc8's rate is base_lr times this. Paper: 1. With K classes, K / 1000 gives fc8's share of each
   # logit's move per step as on ImageNet (alone, not enough on 10 classes: experiments/README.md).
   o.fc8_lr_scale = 1.0
@@ -105,6 +108,11 @@ def get_config() -> ml_collections.ConfigDict:
   # or 'auto,cpu_conv_kernels=xla' (XLA:CPU's own convolutions instead of YNNPACK's).
   # Not part of the model: a checkpoint resumes and evaluates under any choice.
   c.implementation = 'auto'
+  # JAX's persistent compilation cache: a restarted run loads its programs instead of compiling
+  # them again. '' turns it off; JAX_COMPILATION_CACHE_DIR, where set, wins.
+  c.compilation_cache_dir = cli.COMPILATION_CACHE_DIR
+  # 'A-B': a jax.profiler trace of steps A to B into <workdir>/profile/ (TensorBoard, Perfetto).
+  c.profile_steps = ''
 
   c.batch_size = 128
   c.num_epochs = 90

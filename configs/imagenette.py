@@ -4,7 +4,7 @@
         --config.data.train_dir=../shared/data/imagenette/train \
         --config.data.val_dir=../shared/data/imagenette/val
 
-Everything is PAPER.md's except the 10-way output layer and one adaptation to so few classes:
+Everything is docs/paper.md's except the 10-way output layer and one adaptation to so few classes:
 the biases the paper sets to 1 are 0.1, as in Caffe's AlexNet (model.positive_bias). With 10
 classes each class is the true label of 100 times more images per batch than with ImageNet's
 1000, so each step moves every image's logits 100 times further in the same direction; the large

@@ -1,7 +1,7 @@
 """The paper's ablations as sweeps: named overrides (config field -> value) of one base config,
 one sweep per claim, and the seeds of its ensembles.
 
-Every claim of PAPER.md that compares two networks or recipes has a sweep here; they share one
+Every claim of docs/paper.md that compares two networks or recipes has a sweep here; they share one
 baseline, so running several into one --root trains the baseline once. experiments/sweep.py
 runs them; experiments/README.md has the results. The base is the reduced Imagenette recipe
 (configs/imagenette_small.py); --config=configs/paper.py (with the data fields) runs a sweep at

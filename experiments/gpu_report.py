@@ -9,14 +9,16 @@ of time is reported with its error and the report still completes:
 
   step        experiments/step_benchmark.py: float32 and bf16, the backend's implementation,
               all-plain and each operation in its other form (alexnet_jax/ops.py), PyTorch
-              eager and compile when torch is importable; batch 128, 5 runs of 10 steps
+              eager and compile when torch is importable; batch 128, 5 runs of 10 steps. The
+              report prints the `ops.MEASURED` entry these figures support (`entry_to_adopt`)
   pack        alexnet_jax.prepare: Imagenette as packed shards, unless --packed holds them
   input       experiments/input_benchmark.py with every core as a worker, over the JPEGs and
               the packed shards
   end_to_end  step_benchmark --data: each dtype's step fed by the real input pipeline from the
               packed shards (all cores but one), against the synthetic batch in the same run
   train       alexnet_jax.main --config=configs/imagenette.py (the paper's recipe and network,
-              10 classes) for the time that is left, sent SIGTERM at the deadline, upon which
+              10 classes) with a profile of a few steps (PROFILE_STEPS, in the run's
+              profile/), for the time that is left, sent SIGTERM at the deadline, upon which
               it finishes the step, writes a checkpoint and exits 0; a run that exits otherwise,
               or not within --grace seconds (then killed), is reported as such and its newest
               periodic checkpoint is evaluated
@@ -28,6 +30,7 @@ everywhere; the step stage shows whether another would be faster on this device.
 stage at CPU test size (a narrow net on 67x67 crops, a few steps) to check the command itself.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -41,7 +44,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import flops, metric_writer
+from alexnet_jax import flops, metric_writer, ops
 from alexnet_jax.model import create_model
 from configs import default
 from experiments import machine
@@ -170,6 +173,10 @@ def end_to_end_command(tiny: bool, data: str, workers: int, json_path: str) -> l
           f'--data={data}', f'--workers={workers}', f'--json={json_path}', *model_flags(tiny)]
 
 
+# The training steps traced (jax.profiler, into the run's profile/): past compiling and warm-up.
+PROFILE_STEPS = {False: '101-103', True: '2-3'}
+
+
 def train_command(tiny: bool, imagenette_dir: str, packed: str | None, workers: int,
                   workdir: str) -> list[str]:
   data = (['--config.data.source=packed', f'--config.data.packed_dir={packed}'] if packed else
@@ -180,7 +187,7 @@ def train_command(tiny: bool, imagenette_dir: str, packed: str | None, workers: 
             '--config.diagnostics_every_steps=3', '--config.data.threads=2'] if tiny else [])
   return [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/imagenette.py',
           f'--workdir={workdir}', *data, f'--config.data.workers={workers}', *sizes,
-          *model_flags(tiny)]
+          f'--config.profile_steps={PROFILE_STEPS[tiny]}', *model_flags(tiny)]
 
 
 def evaluate_command(workdir: str, json_path: str) -> list[str]:
@@ -221,13 +228,62 @@ def input_rows(json_path: str, log_path: str) -> list[dict]:
   return rows
 
 
+# A form replaces the backend's choice only when it is faster than that by more than the spread
+# of a few timed runs, in every dtype timed.
+ADOPT_MARGIN = 1.03
+
+
+def entry_to_adopt(step: dict) -> dict:
+  """The `ops.MEASURED` entry the step stage supports for its backend: the backend's choice
+  with every operation switched whose other form ran faster by more than ADOPT_MARGIN.
+
+  Each form is timed against the backend's choice with that one operation changed; the
+  combination is what `implementation` (the config field's spec) lets a run confirm.
+  """
+  results, backend = step.get('results') or {}, step.get('backend', 'gpu')
+  base = step.get('auto') or dataclasses.asdict(ops.PLAIN)
+  dtypes = sorted({r['dtype'] for r in results.values()
+                   if r.get('framework') == 'jax' and r.get('input', 'synthetic') == 'synthetic'})
+  chosen, ratios = dict(base), {}
+  for name, forms in ops.FORMS.items():
+    for form in forms:
+      row = [results.get(f'jax {d} auto,{name}={form}', {}).get('vs_default') for d in dtypes]
+      if form != base[name] and row and None not in row:
+        ratios[f'{name}={form}'] = row
+        if min(row) > ADOPT_MARGIN:
+          chosen[name] = form
+  fields = {k: v for k, v in chosen.items() if v != getattr(ops.PLAIN, k)}
+  args = ', '.join(f'{k}={v!r}' for k, v in fields.items())
+  return {'backend': backend, 'dtypes': dtypes, 'ratios': ratios, 'implementation': chosen,
+          'spec': ','.join(['plain', *(f'{k}={v}' for k, v in fields.items())]),
+          'entry': f'{backend!r}: Implementation({args}),' if fields else None}
+
+
+def _adopt_lines(adopt: dict) -> list[str]:
+  if not adopt['ratios']:
+    return ['No operation was timed in its other form: nothing to adopt.']
+  timed = ', '.join(f'`{form}` {"/".join(f"{r:.2f}x" for r in row)}'
+                    for form, row in adopt['ratios'].items())
+  lines = [f'Each other form against the backend\'s choice ({"/".join(adopt["dtypes"])}): '
+           f'{timed}.', '']
+  if adopt['entry']:
+    return lines + [f'Entry to adopt in `ops.MEASURED`: `{adopt["entry"]}` (as a config field, '
+                    f'to confirm the combination: `--config.implementation={adopt["spec"]}`).']
+  return lines + [f'Entry to adopt: none; no form beat the plain ones by {ADOPT_MARGIN - 1:.0%}, '
+                  f'so `{adopt["backend"]}` stays out of `ops.MEASURED` and runs the plain forms.']
+
+
 def training_summary(workdir: str) -> dict:
-  """The last training and validation records of metrics.jsonl, and the newest checkpoint."""
+  """The last training and validation records of metrics.jsonl, the newest checkpoint and the
+  profile's trace files."""
   records = metric_writer.read_records(workdir)
   last = lambda split: next((r for r in reversed(records) if r.get('split') == split), None)
   ckpts = os.path.join(workdir, 'checkpoints')
   steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit()) if os.path.isdir(ckpts) else []
-  return {'train': last('train'), 'val': last('val'), 'diag': last('diag'), 'checkpoints': steps}
+  traces = sorted(os.path.join(d, f) for d, _, files in os.walk(os.path.join(workdir, 'profile'))
+                  for f in files)
+  return {'train': last('train'), 'val': last('val'), 'diag': last('diag'), 'checkpoints': steps,
+          'profile': traces}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,7 +322,7 @@ def _step_section(stage: dict) -> list[str]:
                  f'({_num(r.get("peak_tflops"), "g", "no documented peak")}) | '
                  f'{r["compile_s"]:.1f} |')
   lines += [f'\n{name} left out: `{error}`' for name, error in step.get('errors', {}).items()]
-  return lines
+  return lines + ['', *_adopt_lines(entry_to_adopt(step))]
 
 
 def _input_section(stages: dict) -> list[str]:
@@ -302,7 +358,17 @@ def _train_section(stage: dict) -> list[str]:
           f'minutes; last logged training loss {_num(tr.get("loss"), ".3f")} at '
           f'{_num(tr.get("images_per_sec"), ".0f")} images/s; last validation top-1 error '
           f'{_num(val.get("top1_err"), ".1%")}.', *_dead_units(run.get('diag')), '',
-          f'Stopping: {stage.get("note", "")}.']
+          f'Stopping: {stage.get("note", "")}.', '', _profile_line(run.get('profile') or [])]
+
+
+def _profile_line(traces: list[str]) -> str:
+  if not traces:
+    return 'Profile: none written (training stopped before the traced steps).'
+  folder = traces[0].split(f'{os.sep}plugins{os.sep}')[0]
+  return (f'Profile of steps {PROFILE_STEPS[False]} (--tiny: {PROFILE_STEPS[True]}): '
+          f'`tensorboard --logdir {folder}`, or open '
+          f'`{next((t for t in traces if t.endswith("perfetto_trace.json.gz")), traces[0])}` '
+          'in ui.perfetto.dev.')
 
 
 def _dead_units(diag: dict | None) -> list[str]:
@@ -486,10 +552,11 @@ def report(out: str, *, minutes: float = 10, train_minutes: float = -1,
             'machine': step_json.get('machine') or machine.describe(devices=False),
             'matmul_precision': step_json.get('matmul_precision'),
             'float32_math': step_json.get('float32_math'), 'flops': flop_summary(tiny),
-            'stages': stages}
+            'adopt': entry_to_adopt(stages['step'].get('result') or {}), 'stages': stages}
   with open(path('report.json'), 'w') as fh:
     json.dump(result, fh, indent=2)
   write_markdown(result, path('report.md'))
+  print(*_adopt_lines(result['adopt']), sep='\n')
   print(f'wrote {path("report.md")} and report.json in {result["seconds"]:.0f} s')
   return result
 

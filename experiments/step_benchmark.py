@@ -27,6 +27,7 @@ input pipeline (an ImageFolder of JPEGs or a `prepare`d packed folder) for each 
 end-to-end rate.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -76,7 +77,8 @@ def implementations(specs: list[str]) -> list[str]:
   for spec in specs:
     if spec == 'each':
       chosen = ops.for_backend()
-      out.append('plain')
+      if chosen != ops.PLAIN:  # an unmeasured backend's 'auto' is already the plain forms
+        out.append('plain')
       for name, forms in ops.FORMS.items():
         if name in ops.CPU_ONLY and jax.default_backend() != 'cpu':
           continue
@@ -342,6 +344,8 @@ def main(argv):
     with open(_JSON.value, 'w') as f:
       json.dump({'batch': batch, 'crop': crop, 'runs': _RUNS.value, 'steps': _STEPS.value,
                  'machine': about, 'device': device.device_kind, 'jax': jax.__version__,
+                 'backend': jax.default_backend(),
+                 'auto': dataclasses.asdict(ops.for_backend()),
                  'matmul_precision': precision,
                  'float32_math': flops.float32_math(device)[0],
                  'gflops_per_image': per_image / 1e9,

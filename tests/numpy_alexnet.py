@@ -1,4 +1,4 @@
-"""An independent NumPy evaluation of PAPER.md's network, written from its table and formulas.
+"""An independent NumPy evaluation of docs/paper.md's network, written from its table and formulas.
 
 It shares no code with alexnet_jax: convolutions are explicit sums over kernel offsets, LRN is
 the paper's sum written as a loop over channels, and the towers are handled by slicing.
@@ -49,7 +49,7 @@ def maxpool(x, z=3, s=2):
 
 def forward(params, images, conv1_padding=0, towers=2, act=lambda v: np.maximum(v, 0),
             record=None, lrn_towers=None, **lrn_constants):
-  """Logits of the network at test time (dropout off), PAPER.md's table row by row.
+  """Logits of the network at test time (dropout off), docs/paper.md's table row by row.
 
   `record`, a dict if given, receives each layer's input to its activation by layer name, and
   `fc7_act` the fc7 activations fc8 reads. `lrn_towers` (default: `towers`) is how many groups

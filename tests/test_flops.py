@@ -1,4 +1,4 @@
-"""The analytic FLOP count against a hand count of PAPER.md's table and against XLA's own
+"""The analytic FLOP count against a hand count of docs/paper.md's table and against XLA's own
 count, and the peak table's matching of device kinds."""
 
 import functools
@@ -14,7 +14,7 @@ from alexnet_jax import flops, ops, optim
 from alexnet_jax.model import AlexNet
 from alexnet_jax.train import TrainState, train_step
 
-# PAPER.md's table, multiply-adds per image: output maps x kernel taps x input channels seen.
+# docs/paper.md's table, multiply-adds per image: output maps x kernel taps x input channels seen.
 PAPER_MACS = {
     'conv1': 55 * 55 * 96 * (11 * 11 * 3),
     'conv2': 27 * 27 * 256 * (5 * 5 * 48),     # own tower: 48 of the 96 maps
@@ -35,7 +35,8 @@ def test_paper_network_counted_by_hand(size, padding):
   assert total == 724_406_816                               # about 0.72 GMAC
   assert flops.forward_flops(model, size) == 2 * total
   assert flops.train_flops(model, size) == 6 * total - 2 * PAPER_MACS['conv1']
-  # The same shapes give PAPER.md's parameter count: kernels (taps x inputs x outputs) + biases.
+  # The same shapes give docs/paper.md's parameter count: kernels (taps x inputs x outputs)
+  # plus biases.
   params = sum(l.kernel**2 * l.in_channels // l.groups * l.out_channels + l.out_channels
                for l in flops.layers(model, size))
   assert params == 60_965_224

@@ -41,6 +41,7 @@ def test_tiny_report_has_every_section_with_numbers(shapes_dir, tmp_path):
   e2e = s['end_to_end']['result']['results']['jax float32 + input']
   assert e2e['input'] == 'real' and e2e['vs_synthetic'] > 0
   assert s['train']['result']['train']['step'] == 6
+  assert any(t.endswith('perfetto_trace.json.gz') for t in s['train']['result']['profile'])
   member = s['evaluate']['result']['members'][0]
   assert member['step'] == 6
   assert 0 <= member['center']['top1_err'] <= 1 and 0 <= member['ten']['top5_err'] <= 1
@@ -87,3 +88,27 @@ def test_input_measure_has_no_cpu_figure_when_the_cpu_clock_did_not_tick(monkeyp
   batches = iter([{'image': np.zeros((2, 4, 4, 3), np.uint8)}] * 3)
   rate, per_cpu = input_benchmark.measure(batches, warmup=1, n=2, batch_size=2, shape=(4, 4, 3))
   assert rate > 0 and np.isnan(per_cpu)
+
+
+def test_the_entry_to_adopt_takes_each_form_faster_in_every_dtype():
+  def row(dtype, ratio):
+    return {'framework': 'jax', 'dtype': dtype, 'input': 'synthetic', 'vs_default': ratio}
+  results = {'jax float32': row('float32', None), 'jax bfloat16': row('bfloat16', None)}
+  speedups = {'grouped_conv=per_tower': (1.30, 1.10), 'strided_conv=space_to_depth': (1.20, 0.90),
+              'lrn=custom_gradient': (1.01, 1.02), 'pooling=strided_views': (1.05, 1.04)}
+  for form, ratios in speedups.items():
+    for dtype, ratio in zip(('float32', 'bfloat16'), ratios):
+      results[f'jax {dtype} auto,{form}'] = row(dtype, ratio)
+  adopt = gpu_report.entry_to_adopt({'backend': 'gpu', 'results': results})
+  assert adopt['entry'] == ("'gpu': Implementation(grouped_conv='per_tower', "
+                            "pooling='strided_views'),")
+  assert adopt['spec'] == 'plain,grouped_conv=per_tower,pooling=strided_views'
+  assert set(adopt['ratios']) == set(speedups) and adopt['dtypes'] == ['bfloat16', 'float32']
+  assert 'Entry to adopt in `ops.MEASURED`' in '\n'.join(gpu_report._adopt_lines(adopt))
+
+  slower = {k: {**v, 'vs_default': 0.9} if v['vs_default'] else v for k, v in results.items()}
+  adopt = gpu_report.entry_to_adopt({'backend': 'gpu', 'results': slower})
+  assert adopt['entry'] is None and adopt['spec'] == 'plain'
+  assert 'runs the plain forms' in gpu_report._adopt_lines(adopt)[-1]
+  assert gpu_report._adopt_lines(gpu_report.entry_to_adopt({})) == [
+      'No operation was timed in its other form: nothing to adopt.']

@@ -52,3 +52,32 @@ def test_imagenette_without_its_data_names_imagenette_dir(tmp_path, monkeypatch)
   assert imagenette.get_config().data.train_dir == expected
   assert imagenette_small.get_config().data.train_dir == expected
   assert imagenette_small.get_config().data.tfds_name == 'imagenette'
+
+
+_CACHE_PROBE = '''
+import sys, jax, jax.numpy as jnp
+from alexnet_jax import cli
+print(cli.use_compilation_cache(*sys.argv[1:]))
+jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).block_until_ready()
+'''
+
+
+def test_the_compilation_cache_is_on_by_default_movable_and_off_with_an_empty_path(tmp_path):
+  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  assert default.get_config().compilation_cache_dir == cli.COMPILATION_CACHE_DIR
+  env = {k: v for k, v in os.environ.items() if not k.startswith('JAX_')}
+  env['HOME'] = str(tmp_path / 'home')
+
+  def probe(*args, **extra):
+    out = subprocess.run([sys.executable, '-c', _CACHE_PROBE, *args], cwd=ROOT, check=True,
+                         capture_output=True, text=True, env={**env, **extra})
+    return out.stdout.split()[-1]
+
+  home_cache = tmp_path / 'home' / '.cache' / 'alexnet_jax' / 'jax'
+  assert probe() == str(home_cache) and os.listdir(home_cache)  # even a tiny program is cached
+  assert probe(str(tmp_path / 'moved')) == str(tmp_path / 'moved')
+  assert os.listdir(tmp_path / 'moved')
+  assert probe('') == 'None'
+  # The environment wins, as in tests/conftest.py and experiments/gpu_report.py.
+  assert probe('', JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'env')) == str(tmp_path / 'env')

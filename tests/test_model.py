@@ -1,4 +1,4 @@
-"""The network against PAPER.md: parameter tree, count, initialization, and logits against an
+"""The network against docs/paper.md: parameter tree, count, initialization, and logits against an
 independent NumPy network under every implementation (alexnet_jax/ops.py)."""
 
 import flax

@@ -45,7 +45,7 @@ def test_update_rule_across_a_learning_rate_drop():
   np.testing.assert_allclose(p['layer']['kernel'],
                              _hand_rule(params['layer']['kernel'], kernel_grads, lrs),
                              rtol=1e-5, atol=1e-6)
-  # Biases are not decayed by default (PAPER.md: weights only).
+  # Biases are not decayed by default (docs/paper.md: weights only).
   np.testing.assert_allclose(p['layer']['bias'],
                              _hand_rule(params['layer']['bias'], bias_grads, lrs, decay=False),
                              rtol=1e-5, atol=1e-6)

@@ -3,7 +3,7 @@
 Multi-device checks run `tests/sharded_step.py` in a subprocess, because the number of forced
 CPU devices (XLA_FLAGS) must be set before jax is imported.
 
-The paper's layout (PAPER.md, "Two towers") implies these collectives in one train step with
+The paper's layout (docs/paper.md, "Two towers") implies these collectives in one train step with
 `model` = 2, and no others:
   forward   all-gathers of the towers' maps or units into conv3, fc6, fc7 and fc8 (4);
             fc8's classes are split, so the softmax's max and sum are all-reduced (2) and the

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from alexnet_jax import augment, input_pipeline, optim, sharding, stats, train
+from alexnet_jax import augment, config_check, input_pipeline, optim, sharding, stats, train
 from alexnet_jax.errors import CheckpointError, UserError
 from alexnet_jax.model import create_model
 from configs import demo
@@ -251,3 +251,25 @@ def test_the_implementation_may_change_on_resume(shapes_dir, tmp_path):
   final = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert np.isfinite(final['train']['loss'])
   assert [r['step'] for r in _records(tmp_path / 'run', 'train')] == [2, 3, 4, 6]
+
+
+def test_profile_steps_writes_a_trace_of_those_steps(shapes_dir, tmp_path):
+  config = small_config(shapes_dir, str(tmp_path / 'cache'))
+  config.num_train_steps, config.profile_steps = 4, '2-3'
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  runs = tmp_path / 'run' / 'profile' / 'plugins' / 'profile'  # TensorBoard's layout
+  (trace_run,) = os.listdir(runs)
+  files = os.listdir(runs / trace_run)
+  assert any(f.endswith('.xplane.pb') for f in files), files         # TensorBoard
+  assert 'perfetto_trace.json.gz' in files, files                     # Perfetto
+
+
+@pytest.mark.parametrize('value', ['5', '3-2', '0-2', 'a-b', '2-3-4'])
+def test_a_bad_profile_steps_is_one_clear_message(value):
+  config = small_config('/data', '/cache')
+  config.profile_steps = value
+  with pytest.raises(UserError, match=r"profile_steps = .* write the first and last step to "
+                                      r"trace as 'A-B', 1 <= A <= B"):
+    config_check.validate(config)
+  config.profile_steps = ' 2 - 3 '
+  config_check.validate(config)

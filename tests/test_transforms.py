@@ -1,4 +1,5 @@
-"""The paper's per-example transforms (PAPER.md, Data), checked against direct computation."""
+"""The paper's per-example transforms (docs/paper.md, Data and Augmentation), checked against
+direct computation."""
 
 import io
 
