@@ -294,6 +294,14 @@ def _has(mgr: ocp.CheckpointManager, step: int, item: str) -> bool:
   return (mgr.directory / str(step) / item).exists()
 
 
+def _input_writers(mgr: ocp.CheckpointManager, step: int) -> int | None:
+  """How many processes wrote the input position of `step` (Grain names each one's file
+  process_<i>-of-<n>.json), or None where the checkpoint has none."""
+  for path in (mgr.directory / str(step) / 'data_iter').glob('process_*-of-*.json'):
+    return int(path.name.rsplit('-of-', 1)[1].split('.')[0])
+  return None
+
+
 def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
   return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 
@@ -390,7 +398,9 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
   workdir has none.
 
   A checkpoint written by another config raises CheckpointError (the run is refused, nothing is
-  skipped). One that does not read back (an item missing or unreadable, a truncated file, bytes
+  skipped). One whose input position was written by another number of processes restores
+  everything else, leaves `data_iter` where it is and says so in the returned meta
+  (`input_processes`: how many wrote it). One that does not read back (an item missing or unreadable, a truncated file, bytes
   that changed) is logged with one warning and moved to <workdir>/checkpoints_damaged/, kept for
   inspection, once an older one has read back. If none reads back, CheckpointError lists them
   and nothing is moved.
@@ -407,7 +417,11 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
       ok, why = False, str(e)
     # Processes enter each Orbax restore together (it ends in a barrier): the iterator's
     # position, the one item each process reads a different file of, only once all have the rest.
-    if _everywhere(ok) and data_iter is not None:
+    # Written by another number of processes, it does not apply: the caller places the input.
+    writers = _input_writers(mgr, step) if _everywhere(ok) else None
+    if writers not in (None, jax.process_count()):
+      meta['input_processes'] = writers
+    elif _everywhere(ok) and data_iter is not None:
       try:
         _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
       except _Damaged as e:

@@ -63,9 +63,9 @@ def diagnose(state, batch: dict, rng: jax.Array, norm: stats.Normalization,
   Keys: `dead_<layer>` for conv1..fc7 (layers removed by model.skip_convs are absent), and
   `grad_norm_<layer>`, `update_norm_<layer>`, `param_norm_<layer>` for conv1..fc8, plus `loss`.
   """
-  # The same keys as train_step: the same crops, flips, lighting and dropout masks.
-  dropout_rng, augment_rng = jax.random.split(jax.random.fold_in(rng, state.step))
-  images = augment_fn(batch['image'], norm, augment_rng)
+  # The same batch and key as train_step: the same patches, lighting and dropout masks.
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  images = augment_fn(batch, norm)
 
   def loss_fn(params):
     logits, inputs = forward(state.apply_fn, params, images, train=True,

@@ -1,24 +1,27 @@
 """The host's part of the input, in one visible place: source -> decode -> the paper's offline
-step -> uint8 batch. The augmentation and the test views are the device's (alexnet_jax.augment).
+step -> (training) the drawn augmentation's uint8 patch -> batch. The float arithmetic is the
+device's (alexnet_jax.augment), inside the jitted steps.
 
-Built on Grain's `MapDataset`: shuffling and sharding by process are Grain's, so the pipeline is
-deterministic for a seed and its iterator state can be saved in a checkpoint. Batches are the
-paper's 256x256 images as uint8, a quarter of float32's bytes, with no float work on the host.
+Built on Grain's `MapDataset`: shuffling and sharding by process are Grain's, and the
+augmentation is drawn from each record's position in Grain's shuffled stream (augment.draw), so
+the pipeline is deterministic for a seed and its iterator state can be saved in a checkpoint.
+Training batches are the drawn crop x crop patches as uint8 with their draws; evaluation batches
+are the paper's 256x256 images as uint8, whose views the device cuts.
 
-Records are read and decoded a batch at a time, straight into the batch's array (simplejpeg and
-OpenCV write into its rows), by `threads` threads of this process, each working on its own
-batch (the decoders release the GIL), and, with `workers` > 0, in that many worker processes.
-Per batch rather than per image, Grain's bookkeeping costs little beside the decoding
-(BENCHMARKS.md).
+Records are read and decoded a batch at a time (simplejpeg and OpenCV write into one scratch
+image, whose patch is cut into the batch's array) by `threads` threads of this process, each
+working on its own batch (the decoders release the GIL), and, with `workers` > 0, in that many
+worker processes. Per batch rather than per image, Grain's bookkeeping costs little beside the
+decoding (BENCHMARKS.md).
 
 Skip policy for broken files: a record whose bytes do not decode completely (empty, truncated,
 not an image, unreadable, damaged beyond what libjpeg recovers) is left out; everything that
 decodes is used, as RGB. Each skipped file is named in the log with the reason, once per pass
-over the data. The record leaves with its label, so no label shifts; training batches stay full
-because Grain's rebatching forms them after the skip (passing a full batch through without a
-copy). Who reads the images counts what is missing: the statistics pass (and so the epoch
-length, which counts only images that decode), evaluation (by the `index` of what arrived) and
-`alexnet_jax.prepare`.
+over the data. The record leaves with its label and draws, so no label shifts; training batches
+stay full because Grain's rebatching forms them after the skip (passing a full batch through
+without a copy). Who reads the images counts what is missing: the statistics pass (and so the
+epoch length, which counts only images that decode), evaluation (by the `index` of what arrived)
+and `alexnet_jax.prepare`.
 """
 
 import functools
@@ -28,7 +31,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from alexnet_jax import preemption, transforms
+from alexnet_jax import augment, preemption, transforms
 from alexnet_jax.errors import UserError
 
 
@@ -86,9 +89,37 @@ def _read_decode(indices: list[int], *, source, size: int, decoder: str,
   return decode_resize_crop_batch(examples, size, decoder)
 
 
-def _shard(ds: grain.MapDataset) -> grain.MapDataset:
-  """Each JAX process reads a disjoint, interleaved part of the (shuffled) examples."""
-  return ds[jax.process_index()::jax.process_count()]
+def _read_decode_cut(records: list[tuple[int, int]], *, source, seed: int, size: int, crop: int,
+                     flip: bool, lighting_std: float, decoder: str) -> dict | None:
+  """The patches of `records` ((position in the stream, index in the source) pairs) as one
+  (n, crop, crop, 3) uint8 array, drawn (augment.draw) and cut, with their labels and draws, in
+  order; records that do not decode are left out (None if none decodes)."""
+  positions = np.array([p for p, _ in records], np.int64)
+  drawn = augment.draw(seed, positions, size, crop, flip, lighting_std)
+  scratch = np.empty((size, size, 3), np.uint8)
+  images = np.empty((len(records), crop, crop, 3), np.uint8)
+  kept, labels = [], []
+  for k, (_, index) in enumerate(records):
+    example = decode_resize_crop(source[int(index)], size, decoder, out=scratch)
+    if example is not None:
+      augment.cut(example['image'], drawn['top'][k], drawn['left'][k], drawn['flip'][k], crop,
+                  out=images[len(kept)])
+      kept.append(k)
+      labels.append(example['label'])
+  if not kept:
+    return None
+  batch = {key: value[kept] for key, value in drawn.items()}
+  batch.update(image=images[:len(kept)], label=np.array(labels, np.int32))
+  return batch
+
+
+def _shard(ds: grain.MapDataset, index: int | None = None,
+           count: int | None = None) -> grain.MapDataset:
+  """Each JAX process (or `index` of `count`) reads a disjoint, interleaved part of the
+  (shuffled) examples."""
+  index = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
+  return ds[index::count]
 
 
 def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
@@ -104,31 +135,60 @@ def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
                         worker_init_fn=preemption.init_input_worker)
 
 
-def _decoded(source, indices: grain.MapDataset, batch_size: int, size: int, decoder: str,
-             threads: int, with_index: bool = False) -> grain.IterDataset:
-  """The records at `indices`, `batch_size` at a time, each batch read and decoded into one
-  array (smaller where records were skipped) by one of `threads` threads.
+def _batched(ds: grain.MapDataset, batch_size: int, read, threads: int) -> grain.IterDataset:
+  """`read` of each `batch_size` elements of `ds` in one call, by one of `threads` threads.
 
   The batch's map reads its records itself: through `MapDataset.source`, Grain would record
   metrics for every record, a large share of the cost of decoding it (BENCHMARKS.md).
   """
-  ds = indices.batch(batch_size, batch_fn=list).map(functools.partial(
-      _read_decode, source=source, size=size, decoder=decoder, with_index=with_index))
+  ds = ds.batch(batch_size, batch_fn=list).map(read)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
 
 
-def train_dataset(source, *, batch_size: int, seed: int, resize: int, workers: int = 0,
+def decoded_batches(source, indices: grain.MapDataset, batch_size: int, size: int, decoder: str,
+             threads: int, with_index: bool = False) -> grain.IterDataset:
+  """The records at `indices`, `batch_size` at a time, each batch read and decoded into one
+  array (smaller where records were skipped)."""
+  return _batched(indices, batch_size, functools.partial(
+      _read_decode, source=source, size=size, decoder=decoder, with_index=with_index), threads)
+
+
+def training_stream(num_records: int, seed: int) -> grain.MapDataset:
+  """The endless stream of (position, record index) pairs: the records reshuffled epoch after
+  epoch, each with its position in the stream, which its augmentation is drawn from."""
+  records = grain.MapDataset.range(num_records).seed(seed).shuffle().repeat(None)
+  return records.map_with_index(lambda position, index: (position, index))
+
+
+def train_dataset(source, *, batch_size: int, seed: int, resize: int, crop: int,
+                  flip: bool = True, lighting_std: float = 0.1, workers: int = 0,
                   threads: int = 8, decoder: str = 'auto') -> grain.IterDataset:
-  """Endless batches of training images, reshuffled every epoch, for `augment.train_inputs`.
+  """Endless batches of drawn training patches, for `augment.train_inputs`.
 
   `batch_size` is this process's share of the global batch. Batches are dicts with `image`
-  (B, resize, resize, 3) uint8, the paper's fitted images, and `label` (B,) int32.
+  (B, crop, crop, 3) uint8, each the drawn patch of its fitted resize x resize image, reflected
+  where drawn; `label` (B,) int32; and the draws `top`, `left` (B,) int32, `flip` (B,) bool and
+  `alpha` (B, 3) float32 (augment.draw).
   """
-  indices = _shard(grain.MapDataset.range(len(source)).seed(seed).shuffle().repeat(None))
-  it = _decoded(source, indices, batch_size, resize, decoder, threads)
+  records = _shard(training_stream(len(source), seed))  # positions drawn before the split
+  it = _batched(records, batch_size, functools.partial(
+      _read_decode_cut, source=source, seed=seed, size=resize, crop=crop, flip=flip,
+      lighting_std=lighting_std, decoder=decoder), threads)
   # Full batches again after skipped records; a full batch passes through uncopied.
   it = grain.experimental.RebatchIterDataset(it, batch_size, drop_remainder=True)
   return in_workers(it, workers)
+
+
+def start_at(it, batches: int) -> bool:
+  """Moves a fresh `train_dataset` iterator to this process's `batches`-th batch, the first of
+  the global stream position `batches` x global batch size: how a run resumed on another number
+  of processes continues the stream. False where the iterator's state is not the one this
+  pipeline builds with data.workers = 0 (worker processes keep their own)."""
+  state = it.get_state()
+  if set(state) != {'parent', 'batch_idx'} or set(state['parent']) != {'next_index'}:
+    return False
+  it.set_state({'parent': {'next_index': batches}, 'batch_idx': 0})
+  return True
 
 
 def eval_dataset(source, *, batch_size: int, resize: int, workers: int = 0, threads: int = 8,
@@ -141,7 +201,7 @@ def eval_dataset(source, *, batch_size: int, resize: int, workers: int = 0, thre
   and where files were skipped; `pad_batch` fills it up).
   """
   indices = _shard(grain.MapDataset.range(len(source)))
-  it = _decoded(source, indices, batch_size, resize, decoder, threads, with_index=True)
+  it = decoded_batches(source, indices, batch_size, resize, decoder, threads, with_index=True)
   return in_workers(it, workers)
 
 

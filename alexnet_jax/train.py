@@ -1,7 +1,8 @@
 """Training and evaluation, top to bottom: devices, input, model and state, the steps, the loop.
 
 `train_step(state, batch, rng, norm)` and `eval_step(state, batch, norm)` are pure functions,
-jitted once, that make the network's input from uint8 images on the device (alexnet_jax.augment);
+jitted once, that make the network's input on the device from uint8 batches: drawn patches for
+training, 256x256 images for evaluation (alexnet_jax.augment);
 `train_and_evaluate(config, workdir)` is the loop around them: periodic evaluation, the paper's
 learning-rate policy, metrics and Orbax checkpoints that a restarted run resumes from.
 """
@@ -64,16 +65,16 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: stats.Norma
                skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
   """One SGD step on a batch: softmax cross-entropy averaged over the batch (Section 5).
 
-  `batch['image']` holds the uint8 images; `augment_fn(images, norm, key)` makes the network's
-  input from them on the device (Section 4.1). Its key and dropout's come from the step, so a
-  resumed run draws what an uninterrupted one does.
+  `batch` holds the uint8 patches and their draws (alexnet_jax.augment); `augment_fn(batch,
+  norm)` makes the network's input from them on the device (Section 4.1). Dropout's key comes
+  from `rng` and the step, so a resumed run draws what an uninterrupted one does.
 
   `metrics['finite']` says whether the loss and the new parameters are all finite: the loop
   checks it before every save and evaluation. With `skip_nonfinite`, a step that is not finite
   leaves the parameters and momentum as they were (the step count still advances).
   """
-  dropout_rng, augment_rng = jax.random.split(jax.random.fold_in(rng, state.step))
-  images = augment_fn(batch['image'], norm, augment_rng)
+  dropout_rng = jax.random.fold_in(rng, state.step)
+  images = augment_fn(batch, norm)
 
   def loss_fn(params):
     logits = state.apply_fn({'params': params}, images, train=True,
@@ -240,17 +241,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
   norm = stats.load_or_compute(train_src, config.data)
   local_batch = config.batch_size // jax.process_count()
   data = config.data
-  # The host sends uint8 images; the augmentation and the test view are made on the devices.
+  # The host draws the augmentation and sends uint8 patches (alexnet_jax/augment.py); the float
+  # arithmetic and the test view are the devices'.
   train_ds = input_pipeline.train_dataset(
       train_src, batch_size=local_batch, seed=config.seed, resize=data.resize_size,
-      workers=data.workers, threads=data.threads, decoder=data.decoder)
+      crop=data.crop_size, flip=data.flip, lighting_std=data.lighting_std, workers=data.workers,
+      threads=data.threads, decoder=data.decoder)
   train_iter = device_batches(train_ds, batch_sharding)
   eval_ds = input_pipeline.eval_dataset(eval_src, batch_size=local_batch, resize=data.resize_size,
                                         workers=data.workers, threads=data.threads,
                                         decoder=data.decoder)
   device_norm = jax.device_put(norm, replicated)
-  augment_fn = functools.partial(augment.train_inputs, crop=data.crop_size, flip=data.flip,
-                                 lighting_std=data.lighting_std, lighting_scale=data.lighting_scale,
+  augment_fn = functools.partial(augment.train_inputs, lighting_scale=data.lighting_scale,
                                  dtype=config.model.dtype)
   view_fn = functools.partial(augment.center_view, crop=data.crop_size, dtype=config.model.dtype)
   # The most batches any process's share of the evaluation set can make; all processes run them.
@@ -286,6 +288,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
                               config.optim)
       finite.skipped = meta.get('skipped_updates', 0)
       logging.info('Resumed from step %d in %s', resumed_from, workdir)
+      if 'input_processes' in meta:
+        _continue_stream(train_iter, resumed_from, meta['input_processes'], config.batch_size)
     elif config.init_from:  # a fine-tune: another checkpoint's parameters, all else fresh
       state = state.replace(params=fine_tune.initial_params(config.init_from, config.model,
                                                             state.params))
@@ -398,6 +402,24 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
                           'resumes.', stop.signal_name, step)
           break
     return final
+
+
+def _continue_stream(train_iter, step: int, writers: int, batch_size: int) -> None:
+  """The input of a run resumed on another number of processes than wrote its checkpoint: the
+  stream from the position where `step` begins, the same for every process count."""
+  processes = lambda n: f'{n} process' + ('es' if n > 1 else '')
+  written = (f'The checkpoint of step {step} was written by {processes(writers)} and this run '
+             f'has {jax.process_count()}: the model and optimizer state are restored exactly')
+  if input_pipeline.start_at(train_iter, step):
+    logging.warning('%s, and the input continues from position %d of the shuffled stream, '
+                    'where step %d begins with any number of processes. Images that a process '
+                    'had read past that position, to replace files it skipped (each named in '
+                    'the log), are seen again.', written, step * batch_size, step + 1)
+  else:
+    logging.warning('%s, but input worker processes (data.workers > 0) keep a position that '
+                    'does not carry over, so the input starts the shuffled stream again from '
+                    'its beginning (the first epoch\'s order: %d steps of images seen again). '
+                    'With data.workers=0 the stream continues exactly.', written, step)
 
 
 def _finishing(mgr):

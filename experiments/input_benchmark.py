@@ -1,7 +1,8 @@
 """Training-input throughput: this project's uint8 host path against host-float recipes.
 
-Measures training images/s per core (the loader's images/s over the cores it occupies), all in
-one process and run, the loaders interleaved so that load from other programs hits them alike:
+Measures training images/s per core (the loader's images/s over the cores it occupies) and the
+bytes per image each loader hands to the device, all in one process and run, the loaders
+interleaved so that load from other programs hits them alike:
   baseline      PIL transforms in a torch DataLoader (a multiprocessing.Pool of the same PIL
                 code when torch is absent): open, RGB, shorter side -> 256, central 256x256,
                 random 227x227 crop, random flip, float32 minus the mean image, PCA lighting;
@@ -10,14 +11,19 @@ one process and run, the loaders interleaved so that load from other programs hi
                 as float32 on the host (this project's input path before the augmentation
                 moved to the device; here only as a contender);
   uint8-jpeg    `input_pipeline.train_dataset` over the same JPEG files (ImageFolder): decode,
-                the paper's offline step, uint8 batches of 256x256 images, nothing else;
+                the paper's offline step, Grain's draws of the augmentation and the uint8
+                227x227 patch cut from the image, reflected where drawn;
   uint8-packed  the same over `alexnet_jax.prepare`'s ArrayRecord shards of them;
+  fitted-packed the path before Grain drew the augmentation, as it ran, over the same shards:
+                the fitted 256x256 uint8 images, read record by record, the crop and the
+                reflection left to the device;
 and, on request (--loaders), the alternatives the uint8 path was chosen over:
   uint8-packed-workers    the same in Grain worker processes, one per core, instead of threads;
   uint8-packed-per-image  Grain reading and decoding image by image (`MapDataset.source`, a
-                          per-image map, Grain's batch) instead of a batch at a time.
-The uint8 loaders leave the augmentation to the device (alexnet_jax.augment); its cost per batch
-on the JAX backend at hand is timed too. --cores sets every loader's parallelism (default: all
+                          per-image map, Grain's batch) instead of a batch at a time (the
+                          fitted 256x256 images: decoding, without the draws).
+The uint8 loaders leave the float arithmetic to the device (alexnet_jax.augment); its cost per
+batch on the JAX backend at hand is timed too. --cores sets every loader's parallelism (default: all
 cores); the uint8 loaders split it into processes and threads as the config defaults do.
 
     python experiments/input_benchmark.py --data=../shared/data/imagenette/train \
@@ -55,7 +61,8 @@ flags.DEFINE_integer('batch_size', 128, 'Images per batch.')
 flags.DEFINE_integer('batches', 20, 'Batches timed per run, after warm-up batches.')
 flags.DEFINE_integer('warmup', 3, 'Batches drawn before timing (worker start-up, prefetch fill).')
 flags.DEFINE_integer('repeats', 5, 'Runs of each loader; the median is reported.')
-flags.DEFINE_list('loaders', ['baseline', 'float32-jpeg', 'uint8-jpeg', 'uint8-packed'],
+flags.DEFINE_list('loaders', ['baseline', 'float32-jpeg', 'uint8-jpeg', 'fitted-packed',
+                              'uint8-packed'],
                   'Which loaders to run.')
 flags.DEFINE_bool('decoders', True,
                   'Also time decode + resize_center_crop to 256x256 per decoder, one core.')
@@ -166,7 +173,21 @@ def host_float_batches(source, norm, batch_size, workers, threads):
 
 def uint8_batches(source, batch_size, workers, threads):
   return iter(input_pipeline.train_dataset(source, batch_size=batch_size, seed=0, resize=RESIZE,
-                                           workers=workers, threads=threads))
+                                           crop=CROP, workers=workers, threads=threads))
+
+
+def _fitted_batch(indices, source):
+  return input_pipeline.decode_resize_crop_batch([source[int(i)] for i in indices], RESIZE)
+
+
+def fitted_batches(source, batch_size, workers, threads):
+  """The training path before Grain drew the augmentation, as it ran: the fitted 256x256
+  images, shuffled, read record by record and decoded a batch at a time, in full batches."""
+  ds = grain.MapDataset.range(len(source)).seed(0).shuffle().repeat(None)
+  ds = ds.batch(batch_size, batch_fn=list).map(functools.partial(_fitted_batch, source=source))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
+  it = grain.experimental.RebatchIterDataset(it, batch_size, drop_remainder=True)
+  return iter(input_pipeline.in_workers(it, workers))
 
 
 def per_image_batches(source, batch_size, threads):
@@ -199,10 +220,10 @@ def cpu_seconds() -> float:
   return total
 
 
-def measure(batches, warmup, n, batch_size, shape) -> tuple[float, float]:
-  """Images per second over n batches after warm-up, and images per CPU-second the loader's
-  processes used meanwhile (a per-core rate that other programs' load barely moves); checks
-  each batch's shape."""
+def measure(batches, warmup, n, batch_size, shape) -> tuple[float, float, float]:
+  """Images per second over n batches after warm-up, images per CPU-second the loader's
+  processes used meanwhile (a per-core rate that other programs' load barely moves), and the
+  bytes per image of a batch (labels aside); checks each batch's shape."""
   for _ in range(warmup):
     next(batches)
   start, start_cpu = time.perf_counter(), cpu_seconds()
@@ -211,27 +232,32 @@ def measure(batches, warmup, n, batch_size, shape) -> tuple[float, float]:
     image = batch['image'] if isinstance(batch, dict) else batch[0]
     assert tuple(image.shape) == (batch_size,) + shape, image.shape
   seconds, cpu_used = time.perf_counter() - start, cpu_seconds() - start_cpu
+  arrays = ([v for k, v in batch.items() if k != 'label'] if isinstance(batch, dict)
+            else [batch[0]])
+  per_image = sum(np.asarray(a).nbytes for a in arrays) / batch_size
   # A short run can use less CPU time than the clock tick that counts it: no figure then.
-  return n * batch_size / seconds, n * batch_size / cpu_used if cpu_used > 0 else float('nan')
+  return (n * batch_size / seconds, n * batch_size / cpu_used if cpu_used > 0 else float('nan'),
+          per_image)
 
 
 def device_augment_cost(norm, batch_size: int, runs: int = 7, calls: int = 5) -> dict:
-  """Milliseconds per batch of `augment.train_inputs` (and the ten test views) on the default
-  JAX device, for a uint8 batch already there: the device's share of the input work."""
+  """Milliseconds per batch of `augment.train_inputs` (on drawn patches) and of the ten test
+  views (on 256x256 images) on the default JAX device, for a uint8 batch already there: the
+  device's share of the input work."""
   device = jax.devices()[0]
-  images = jax.device_put(np.random.default_rng(0).integers(0, 256, (batch_size, RESIZE, RESIZE, 3),
-                                                            np.uint8), device)
-  dev_norm, rng = jax.device_put(norm, device), jax.random.key(0)
+  fitted = np.random.default_rng(0).integers(0, 256, (batch_size, RESIZE, RESIZE, 3), np.uint8)
+  drawn = jax.device_put(augment.drawn_batch(fitted, np.zeros(batch_size), CROP), device)
+  images, dev_norm = jax.device_put(fitted, device), jax.device_put(norm, device)
   result = {'backend': f'{device.platform} ({device.device_kind})', 'batch': batch_size}
-  for name, fn in (('train_inputs', functools.partial(augment.train_inputs, crop=CROP)),
-                   ('ten_views', lambda x, n, _: augment.ten_views(x, n, crop=CROP))):
+  for name, fn, data in (('train_inputs', augment.train_inputs, drawn),
+                         ('ten_views', lambda x, n: augment.ten_views(x, n, crop=CROP), images)):
     jitted = jax.jit(fn)
-    jitted(images, dev_norm, rng).block_until_ready()
+    jitted(data, dev_norm).block_until_ready()
     times = []
     for _ in range(runs):
       start = time.perf_counter()
       for _ in range(calls):
-        out = jitted(images, dev_norm, rng)
+        out = jitted(data, dev_norm)
       out.block_until_ready()
       times.append((time.perf_counter() - start) / calls * 1e3)
     result[f'{name}_ms_per_batch'] = statistics.median(times)
@@ -285,6 +311,7 @@ def main(argv):
   loaders = FLAGS.loaders
   results = {name: [] for name in loaders}
   per_cpu_second = {name: [] for name in loaders}
+  bytes_per_image = {}
   baseline_name, loads = 'baseline', []
   for _ in range(FLAGS.repeats):
     loads.append(os.getloadavg()[0])
@@ -295,13 +322,16 @@ def main(argv):
       elif name == 'float32-jpeg':  # as it ran: one worker process per core
         batches, shape = host_float_batches(folder, norm, bs, cores, 1), (CROP, CROP, 3)
       elif name == 'uint8-packed-workers':
-        batches, shape = uint8_batches(packed, bs, cores, 1), (RESIZE, RESIZE, 3)
+        batches, shape = uint8_batches(packed, bs, cores, 1), (CROP, CROP, 3)
+      elif name == 'fitted-packed':
+        batches, shape = fitted_batches(packed, bs, workers, threads), (RESIZE, RESIZE, 3)
       elif name == 'uint8-packed-per-image':
         batches, shape = per_image_batches(packed, bs, cores), (RESIZE, RESIZE, 3)
       else:
         src = packed if name == 'uint8-packed' else folder
-        batches, shape = uint8_batches(src, bs, workers, threads), (RESIZE, RESIZE, 3)
-      rate, per_cpu = measure(batches, FLAGS.warmup, FLAGS.batches, bs, shape)
+        batches, shape = uint8_batches(src, bs, workers, threads), (CROP, CROP, 3)
+      rate, per_cpu, bytes_per_image[name] = measure(batches, FLAGS.warmup, FLAGS.batches, bs,
+                                                     shape)
       results[name].append(rate)
       per_cpu_second[name].append(per_cpu)
       stop(batches)
@@ -319,7 +349,7 @@ def main(argv):
         f'worker processes, {threads} threads each); batch {bs}, {FLAGS.batches} batches per '
         f'run after {FLAGS.warmup} warm-up, median of {FLAGS.repeats} runs\n')
   print(f'{"loader":28s} {"img/s per core":>15s} {"vs baseline (same run)":>23s} '
-        f'{"img per CPU-second":>19s}')
+        f'{"img per CPU-second":>19s} {"bytes per image":>16s}')
   rows = []
   for name in loaders:
     per_core = statistics.median(results[name]) / cores
@@ -330,13 +360,19 @@ def main(argv):
     per_cpu = statistics.median(per_cpu_second[name])
     rows.append({'loader': name, 'description': label, 'images_per_sec_per_core': per_core,
                  'vs_baseline': ratio, 'images_per_cpu_second': per_cpu,
-                 'per_run_images_per_sec': results[name]})
+                 'bytes_per_image': bytes_per_image[name], 'per_run_images_per_sec': results[name]})
     print(f'{label:28s} {per_core:15.0f} {f"{ratio:.2f}x" if ratio else "-":>23s} '
-          f'{per_cpu:19.0f}')
+          f'{per_cpu:19.0f} {bytes_per_image[name]:16,.0f}')
+  if {'uint8-packed', 'fitted-packed'} <= set(results):
+    drawn_vs_fitted = float(statistics.median(np.divide(results['uint8-packed'],
+                                                        results['fitted-packed'])))
+    print(f'\nuint8-packed against fitted-packed (the host drawing and cutting the patches, same '
+          f'run): {drawn_vs_fitted:.2f}x the images/s, '
+          f'{bytes_per_image["uint8-packed"] / bytes_per_image["fitted-packed"]:.2f}x the bytes')
   cost = device_augment_cost(norm, bs)
-  print(f'\nDevice-side augmentation on {cost["backend"]}, batch {bs} uint8 {RESIZE}x{RESIZE}: '
-        f'train_inputs {cost["train_inputs_ms_per_batch"]:.1f} ms, ten_views '
-        f'{cost["ten_views_ms_per_batch"]:.1f} ms per batch')
+  print(f'\nThe device\'s part on {cost["backend"]}, batch {bs}: train_inputs '
+        f'{cost["train_inputs_ms_per_batch"]:.1f} ms ({CROP}x{CROP} patches), ten_views '
+        f'{cost["ten_views_ms_per_batch"]:.1f} ms ({RESIZE}x{RESIZE} images) per batch')
   if FLAGS.json:
     with open(FLAGS.json, 'w') as f:
       json.dump({'rows': rows, 'device_augment': cost, 'cpu': cpu, 'cores': cores,

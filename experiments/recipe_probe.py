@@ -7,7 +7,7 @@ to the ReLUs, variant by variant.
         --config.data.train_dir=../shared/data/imagenette/train --variants=config
 
 Each variant builds the state its config creates (`train.create_train_state`) and runs the
-project's own jitted `train_step`, with the training augmentation on the device, on the same
+project's own jitted `train_step`, with the training augmentation (drawn by the pipeline), on the same
 real training batches (the project's input pipeline, seed 0). After every step a fixed probe
 batch (64 training images spread over the classes, center crops, no dropout) is run forward:
 
@@ -124,8 +124,7 @@ def run_variant(name: str, v: Variant, base: ml_collections.ConfigDict, source, 
   model = create_model(config.model)
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   state = train.create_train_state(init_rng, model, d.crop_size, o)
-  augment_fn = functools.partial(augment.train_inputs, crop=d.crop_size, flip=d.flip,
-                                 lighting_std=d.lighting_std, lighting_scale=d.lighting_scale,
+  augment_fn = functools.partial(augment.train_inputs, lighting_scale=d.lighting_scale,
                                  dtype=config.model.dtype)
   step_fn = jax.jit(functools.partial(train.train_step, augment_fn=augment_fn))
   dnorm = jax.device_put(norm)
@@ -138,8 +137,9 @@ def run_variant(name: str, v: Variant, base: ml_collections.ConfigDict, source, 
     logits, inputs = diagnostics.forward(state.apply_fn, params, images, train=False)
     return logits, diagnostics.dead_fractions(inputs)
 
-  batches = iter(input_pipeline.train_dataset(source, batch_size=config.batch_size, seed=0,
-                                              resize=d.resize_size, threads=d.threads))
+  batches = iter(input_pipeline.train_dataset(
+      source, batch_size=config.batch_size, seed=0, resize=d.resize_size, crop=d.crop_size,
+      flip=d.flip, lighting_std=d.lighting_std, threads=d.threads))
   logits, dead = look(state.params, probe['image'])
   rows = [{'variant': name, 'step': 0, 'batch': config.batch_size, **_dead(dead)}]
   start = time.perf_counter()

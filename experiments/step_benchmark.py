@@ -104,7 +104,7 @@ def build_model(model_config, dtype: str, implementation: str = 'auto'):
 # ---------------------------------------------------------------------------------------------
 
 
-def real_batches(path: str, batch: int, resize: int, workers: int):
+def real_batches(path: str, batch: int, resize: int, crop: int, workers: int):
   """(training batches, statistics) from a packed folder or an ImageFolder through the project's
   Grain pipeline, put on the device by a thread two steps ahead, as train.py does."""
   if sources.packed_shards(path, 'train'):
@@ -114,7 +114,7 @@ def real_batches(path: str, batch: int, resize: int, workers: int):
   else:
     source = sources.ImageFolder(path)
     norm = stats.compute(source, resize, max_images=256, workers=workers)  # enough for timing
-  ds = input_pipeline.train_dataset(source, batch_size=batch, seed=0, resize=resize,
+  ds = input_pipeline.train_dataset(source, batch_size=batch, seed=0, resize=resize, crop=crop,
                                     workers=workers, threads=os.cpu_count() or 1)
   return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0])), norm
 
@@ -128,17 +128,19 @@ def synthetic_norm(resize: int) -> stats.Normalization:
 
 def jax_contender(model, crop: int, classes: int, batch: int, resize: int, norm,
                   batches=None):
-  """The compiled step, the device-side augmentation included, on one synthetic uint8 batch
-  kept on the device, or on `batches` if given."""
-  images = jax.random.randint(jax.random.key(1), (batch, resize, resize, 3), 0, 256, jnp.uint8)
-  labels = jax.random.randint(jax.random.key(2), (batch,), 0, classes)
+  """The compiled step, the device's part of the augmentation included, on one synthetic
+  batch of drawn uint8 patches kept on the device, or on `batches` if given."""
+  rng = np.random.default_rng(1)
+  data = jax.device_put(augment.drawn_batch(
+      rng.integers(0, 256, (batch, resize, resize, 3), np.uint8),
+      rng.integers(0, classes, batch), crop))
   params = jax.jit(lambda r: model.init(r, jnp.zeros((1, crop, crop, 3)), train=False))(
       jax.random.key(0))['params']
   state = TrainState.create(apply_fn=model.apply, params=params,
                             tx=optim.create(0.01, 0.9, 5e-4, False))
-  data, rng, norm = {'image': images, 'label': labels}, jax.random.key(3), jax.device_put(norm)
+  rng, norm = jax.random.key(3), jax.device_put(norm)
   step = functools.partial(train_step, augment_fn=functools.partial(
-      augment.train_inputs, crop=crop, dtype=model.dtype))
+      augment.train_inputs, dtype=model.dtype))
   start = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0, compiler_options=ops.compiler_options(model)).lower(
       state, data, rng, norm).compile()
@@ -289,7 +291,7 @@ def main(argv):
     add_jax(dtype, everything[0])
   feed = None
   if _DATA.value:
-    feed, norm = real_batches(_DATA.value, batch, resize, _WORKERS.value)
+    feed, norm = real_batches(_DATA.value, batch, resize, crop, _WORKERS.value)
     resize = norm.mean_image.shape[0]
     for dtype in _DTYPES.value:
       add_jax(dtype, everything[0], feed)

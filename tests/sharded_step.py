@@ -41,9 +41,11 @@ def collectives(hlo: str) -> list[dict]:
 
 
 def batches(batch_size: int):
+  """Drawn patches as the pipeline makes them: the draws travel with the rows of the batch."""
   rng = np.random.default_rng(0)
-  return [{'image': rng.integers(0, 256, (batch_size, 72, 72, 3), np.uint8),
-           'label': rng.integers(0, 10, batch_size).astype(np.int32)} for _ in range(STEPS)]
+  return [augment.drawn_batch(rng.integers(0, 256, (batch_size, 72, 72, 3), np.uint8),
+                              rng.integers(0, 10, batch_size), 67, seed=step)
+          for step in range(STEPS)]
 
 
 def normalization() -> stats.Normalization:
@@ -60,9 +62,8 @@ def run(config, mesh, data):
   state = train.create_train_state(jax.random.key(0), model, 67, config.optim)
   state_sharding = sharding.state_shardings(state, mesh)
   batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  # The paper's augmentation runs in the step: the same draws on every layout.
-  augment_fn = functools.partial(augment.train_inputs, crop=67)
-  step = sharding.jit(functools.partial(train.train_step, augment_fn=augment_fn), mesh,
+  # The augmentation's float part runs in the step, each row with its own draws.
+  step = sharding.jit(functools.partial(train.train_step, augment_fn=augment.train_inputs), mesh,
                       (state_sharding, batch_sharding, replicated, replicated),
                       (state_sharding, replicated))
   state = jax.device_put(state, state_sharding)

@@ -1,11 +1,12 @@
-"""The device-side augmentation and test views against the NumPy transforms, and the paper's
-distributions of what it draws.
+"""The augmentation against the NumPy transforms, and the paper's distributions of what it draws.
 
-The statistical checks use fixed keys and bounds of six standard errors or more, so they hold
-for any key but with a chance far below one in a million; a wrong distribution (an offset never
-drawn, a biased flip, a lighting offset on the wrong axes or scale) misses them by far more.
-That the draws do not depend on the mesh is checked where the step runs sharded
-(tests/sharded_step.py: the same parameters after augmented steps on every layout).
+The host's part (the draws in Grain, the uint8 patch) and the device's (mean, lighting, cast)
+together give transforms.py's pixels for the same draws. The statistical checks use fixed seeds
+and bounds of six standard errors or more, so they hold for any seed but with a chance far below
+one in a million; a wrong distribution (an offset never drawn, a biased flip, a lighting offset
+on the wrong axes or scale) misses them by far more. That a draw depends on the seed and the
+position in the stream alone, not on batches or processes, is checked here and, through the
+pipeline, in tests/test_input_pipeline.py.
 """
 
 import jax
@@ -17,10 +18,7 @@ from alexnet_jax import augment, stats, transforms
 
 S, CROP = 20, 16  # 5 x 5 crop positions
 
-# Compiled once, as the steps run them (op by op, the vmapped draws are slow).
-_draw = jax.jit(augment.draw, static_argnums=(1, 2, 3, 4, 5))
-_train_inputs = jax.jit(augment.train_inputs, static_argnames=(
-    'crop', 'flip', 'lighting_std', 'lighting_scale', 'dtype'))
+_train_inputs = jax.jit(augment.train_inputs, static_argnames=('lighting_scale', 'dtype'))
 
 
 def _norm(size=S, seed=0):
@@ -54,16 +52,22 @@ def _numpy_patch(image, norm, top, left, flip, alpha, scale):
   return transforms.add_rgb(np.ascontiguousarray(patch), shift)
 
 
+def _batch(images, seed=3, **options):
+  return augment.drawn_batch(images, np.arange(len(images)), CROP, seed, **options)
+
+
 @pytest.mark.parametrize('scale', ['sqrt', 'eigval'])
 def test_training_inputs_match_the_numpy_transforms(scale):
+  """The host's patch and the device's float part give transforms.py's pixels for the draws."""
   norm, images = _norm(), _images(8)
-  rng = jax.random.key(3)
-  out = np.asarray(_train_inputs(images, norm, rng, crop=CROP, lighting_scale=scale))
-  d = jax.device_get(_draw(rng, 8, (S, S), CROP))
+  batch = _batch(images)
+  assert batch['image'].shape == (8, CROP, CROP, 3) and batch['image'].dtype == np.uint8
+  out = np.asarray(_train_inputs(batch, norm, lighting_scale=scale))
   assert out.shape == (8, CROP, CROP, 3) and out.dtype == np.float32
-  assert 0 < d.flip.sum() < 8  # both branches are compared
+  assert 0 < batch['flip'].sum() < 8  # both branches are compared
   for i in range(8):
-    expected = _numpy_patch(images[i], norm, d.top[i], d.left[i], d.flip[i], d.alpha[i], scale)
+    expected = _numpy_patch(images[i], norm, batch['top'][i], batch['left'][i],
+                            batch['flip'][i], batch['alpha'][i], scale)
     np.testing.assert_allclose(out[i], expected, rtol=1e-5, atol=1e-3)
 
 
@@ -71,8 +75,11 @@ def test_patches_at_the_corners_with_and_without_reflection():
   norm, images = _norm(), _images(4)
   top, left = np.array([0, 0, S - CROP, S - CROP]), np.array([0, S - CROP, 0, S - CROP])
   flip = np.array([False, True, True, False])
-  shift = np.zeros((4, 3), np.float32)
-  out = np.asarray(augment.patches(images, norm, top, left, flip, shift, CROP))
+  batch = {'image': np.stack([augment.cut(images[i], top[i], left[i], flip[i], CROP)
+                              for i in range(4)]),
+           'top': top.astype(np.int32), 'left': left.astype(np.int32), 'flip': flip,
+           'alpha': np.zeros((4, 3), np.float32)}
+  out = np.asarray(_train_inputs(batch, norm))
   for i in range(4):
     expected = _numpy_patch(images[i], norm, top[i], left[i], flip[i], np.zeros(3), 'sqrt')
     np.testing.assert_allclose(out[i], expected, rtol=0, atol=1e-4)
@@ -80,19 +87,21 @@ def test_patches_at_the_corners_with_and_without_reflection():
 
 def test_compute_dtype_and_switches():
   norm, images = _norm(), _images(4)
-  rng = jax.random.key(0)
-  bf16 = _train_inputs(images, norm, rng, crop=CROP, dtype='bfloat16')
-  f32 = _train_inputs(images, norm, rng, crop=CROP)
+  batch = _batch(images, seed=0)
+  bf16 = _train_inputs(batch, norm, dtype='bfloat16')
+  f32 = _train_inputs(batch, norm)
   assert bf16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf16, np.float32), f32, rtol=1e-2, atol=0.5)
-  # No reflection, no lighting: plain centered patches at the drawn corners.
-  plain = np.asarray(_train_inputs(images, norm, rng, crop=CROP, flip=False,
-                                          lighting_std=0.0))
-  d = jax.device_get(_draw(rng, 4, (S, S), CROP, flip=False))
-  assert not d.flip.any()
+  # No reflection, no lighting: plain centered patches at the same corners as with them.
+  plain = _batch(images, seed=0, flip=False, lighting_std=0.0)
+  assert not plain['flip'].any() and not plain['alpha'].any()
+  np.testing.assert_array_equal(plain['top'], batch['top'])
+  np.testing.assert_array_equal(plain['left'], batch['left'])
+  out = np.asarray(_train_inputs(plain, norm))
   for i in range(4):
-    expected = _numpy_patch(images[i], norm, d.top[i], d.left[i], False, np.zeros(3), 'sqrt')
-    np.testing.assert_allclose(plain[i], expected, rtol=0, atol=1e-4)
+    expected = _numpy_patch(images[i], norm, plain['top'][i], plain['left'][i], False,
+                            np.zeros(3), 'sqrt')
+    np.testing.assert_allclose(out[i], expected, rtol=0, atol=1e-4)
 
 
 def test_test_views_match_the_numpy_ten_crop():
@@ -111,12 +120,25 @@ def test_test_views_match_the_numpy_ten_crop():
     augment.eval_inputs(images, norm, crop=CROP, views='five')
 
 
-def test_an_examples_draws_depend_only_on_the_key_and_its_row():
-  rng = jax.random.key(7)
-  small, large = _draw(rng, 10, (S, S), CROP), _draw(rng, 30, (S, S), CROP)
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[:10]), small, large)
-  other = _draw(jax.random.key(8), 10, (S, S), CROP)
-  assert not np.array_equal(small.alpha, other.alpha)
+def test_a_draw_depends_only_on_the_seed_and_the_position():
+  """A record's draws are a function of the seed and its position in the stream: the same for
+  a stream read whole or split among processes, in batches of any size."""
+  positions = np.arange(40)
+  whole = augment.draw(7, positions, S, CROP)
+  for process in range(3):
+    part = augment.draw(7, positions[process::3], S, CROP)
+    for key in augment.DRAWS:
+      np.testing.assert_array_equal(part[key], whole[key][process::3])
+  one = augment.draw(7, np.array([17]), S, CROP)
+  for key in augment.DRAWS:
+    np.testing.assert_array_equal(one[key][0], whole[key][17])
+  assert not np.array_equal(augment.draw(8, positions, S, CROP)['alpha'], whole['alpha'])
+  # Records at other positions (the same image in another epoch) are drawn anew.
+  assert len({tuple(a) for a in whole['alpha']}) == len(positions)
+  # Turning one option off leaves the other draws as they were.
+  plain = augment.draw(7, positions, S, CROP, flip=False, lighting_std=0.0)
+  np.testing.assert_array_equal(plain['top'], whole['top'])
+  assert not plain['flip'].any() and not plain['alpha'].any()
 
 
 N = 200_000  # draws for the distribution checks
@@ -124,7 +146,8 @@ N = 200_000  # draws for the distribution checks
 
 @pytest.fixture(scope='module')
 def draws():
-  return jax.device_get(_draw(jax.random.key(11), N, (S, S + 3), CROP))
+  """N draws of a 20 x 20 image's 16 x 16 patches, at stream positions 0 .. N - 1 (seed 11)."""
+  return augment.draw(11, np.arange(N), S, CROP)
 
 
 def _chi2_bound(cells: int) -> float:
@@ -135,25 +158,25 @@ def _chi2_bound(cells: int) -> float:
 
 
 def test_crop_corners_are_uniform_over_all_positions(draws):
-  rows, cols = S - CROP + 1, S + 3 - CROP + 1  # 5 x 8 positions of a 20 x 23 image
+  rows = cols = S - CROP + 1  # 5 x 5 positions of a 20 x 20 image
   counts = np.zeros((rows, cols))
-  np.add.at(counts, (draws.top, draws.left), 1)
-  assert draws.top.min() == 0 and draws.top.max() == rows - 1
-  assert draws.left.min() == 0 and draws.left.max() == cols - 1
+  np.add.at(counts, (draws['top'], draws['left']), 1)
+  assert draws['top'].min() == 0 and draws['top'].max() == rows - 1
+  assert draws['left'].min() == 0 and draws['left'].max() == cols - 1
   expected = N / counts.size
   assert ((counts - expected) ** 2 / expected).sum() < _chi2_bound(counts.size)
 
 
 def test_reflection_has_probability_one_half(draws):
-  assert abs(draws.flip.mean() - 0.5) < 6 * np.sqrt(0.25 / N)
+  assert abs(draws['flip'].mean() - 0.5) < 6 * np.sqrt(0.25 / N)
   # Independent of the corner: half of the images at every position are reflected.
   for top in range(S - CROP + 1):
-    at = draws.flip[draws.top == top]
+    at = draws['flip'][draws['top'] == top]
     assert abs(at.mean() - 0.5) < 6 * np.sqrt(0.25 / len(at))
 
 
 def test_lighting_alphas_are_normal_with_the_papers_deviation(draws):
-  alpha = draws.alpha
+  alpha = draws['alpha'].astype(np.float64)
   se = 0.1 / np.sqrt(N)
   assert np.all(np.abs(alpha.mean(0)) < 6 * se)
   assert np.all(np.abs(alpha.std(0) - 0.1) < 6 * 0.1 / np.sqrt(2 * N))
@@ -169,7 +192,7 @@ def test_lighting_alphas_are_normal_with_the_papers_deviation(draws):
 @pytest.mark.parametrize('scale', ['sqrt', 'eigval'])
 def test_lighting_offset_covariance_is_p_diag_sigma2_l2_pt(draws, scale):
   norm = _norm()
-  shift = np.asarray(augment.lighting_shift(draws.alpha, norm, scale), np.float64)
+  shift = np.asarray(augment.lighting_shift(draws['alpha'], norm, scale), np.float64)
   lam = np.sqrt(norm.eigvals) if scale == 'sqrt' else norm.eigvals
   expected = norm.eigvecs @ np.diag(0.1**2 * lam.astype(np.float64)**2) @ norm.eigvecs.T
   cov = np.cov(shift.T)

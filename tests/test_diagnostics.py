@@ -13,7 +13,7 @@ from alexnet_jax.model import create_model
 from tests import numpy_alexnet
 from tests.conftest import small_config
 
-_IDENTITY = lambda images, norm, rng: images  # the network's input as it is
+_IDENTITY = lambda batch, norm: batch['image']  # the network's input as it is
 # One jitted function for the module: the tests below share its compilation.
 _DIAGNOSE = jax.jit(functools.partial(diagnostics.diagnose, norm=None, augment_fn=_IDENTITY))
 

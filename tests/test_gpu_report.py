@@ -86,8 +86,9 @@ def test_input_measure_has_no_cpu_figure_when_the_cpu_clock_did_not_tick(monkeyp
   from experiments import input_benchmark  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(input_benchmark, 'cpu_seconds', lambda: 3.0)
   batches = iter([{'image': np.zeros((2, 4, 4, 3), np.uint8)}] * 3)
-  rate, per_cpu = input_benchmark.measure(batches, warmup=1, n=2, batch_size=2, shape=(4, 4, 3))
-  assert rate > 0 and np.isnan(per_cpu)
+  rate, per_cpu, per_image = input_benchmark.measure(batches, warmup=1, n=2, batch_size=2,
+                                                     shape=(4, 4, 3))
+  assert rate > 0 and np.isnan(per_cpu) and per_image == 4 * 4 * 3
 
 
 def test_the_entry_to_adopt_takes_each_form_faster_in_every_dtype():

@@ -9,7 +9,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from alexnet_jax import input_pipeline, sources, stats, transforms
+from alexnet_jax import augment, input_pipeline, sources, stats, transforms
 from alexnet_jax.errors import DataError, UserError
 from tests.conftest import BROKEN_DIR_DECODABLE, BROKEN_DIR_UNDECODABLE, make_vanish
 
@@ -40,24 +40,34 @@ def _fitted(src, size):
           for i in range(len(src))]
 
 
-def test_train_batches_are_the_fitted_uint8_images_shuffled_and_deterministic(photo_dir):
+def test_train_batches_are_drawn_uint8_patches_shuffled_and_deterministic(photo_dir):
   src = sources.ImageFolder(photo_dir)
   make = lambda seed: iter(input_pipeline.train_dataset(src, batch_size=4, seed=seed,
-                                                        resize=256, threads=2))
+                                                        resize=256, crop=227, threads=2))
   a, b, c = make(0), make(0), make(1)
   batch = next(a)
-  assert batch['image'].shape == (4, 256, 256, 3) and batch['image'].dtype == np.uint8
+  assert batch['image'].shape == (4, 227, 227, 3) and batch['image'].dtype == np.uint8
   assert batch['label'].dtype == np.int32 and set(batch['label']) <= {0, 1, 2}
-  np.testing.assert_array_equal(batch['image'], next(b)['image'])
+  assert batch['top'].dtype == batch['left'].dtype == np.int32
+  assert batch['flip'].dtype == np.bool_ and batch['alpha'].shape == (4, 3)
+  again = next(b)
+  for key in batch:
+    np.testing.assert_array_equal(batch[key], again[key])
   assert not np.array_equal(batch['image'], next(c)['image'])
-  # Each image is one source image after the paper's offline step, with that image's label.
-  fitted = {f.tobytes(): src.labels[i] for i, f in enumerate(_fitted(src, 256))}
+  # Each patch is the drawn patch of one source image after the paper's offline step, with
+  # that image's label.
+  fitted = _fitted(src, 256)
   batches = [batch] + [next(a) for _ in range(8)]
-  seen = [(image.tobytes(), label) for b in batches for image, label in zip(b['image'],
-                                                                             b['label'])]
-  assert all(fitted.get(image) == label for image, label in seen)
+  seen = []
+  for bt in batches:
+    for i in range(4):
+      matches = [j for j, f in enumerate(fitted) if np.array_equal(
+          augment.cut(f, bt['top'][i], bt['left'][i], bt['flip'][i], 227), bt['image'][i])]
+      assert len(matches) == 1 and src.labels[matches[0]] == bt['label'][i]
+      seen.append(matches[0])
   # An epoch (18 images = 4.5 batches) holds every image once before the next reshuffle.
-  assert len({image for image, _ in seen[:18]}) == 18
+  assert len(set(seen[:18])) == 18
+  assert any(bt['flip'].any() for bt in batches) and not all(bt['flip'].all() for bt in batches)
 
 
 def test_eval_batches_are_the_fitted_images_in_order(photo_dir):
@@ -132,10 +142,12 @@ def test_worker_processes_outside_an_absl_app_are_a_clear_error(photo_dir, monke
 def test_training_over_broken_files_keeps_batches_full_and_labels_right(broken_dir):
   src = sources.ImageFolder(str(broken_dir))
   make_vanish(broken_dir)
-  it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=0, resize=64, threads=2))
+  it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=0, resize=64, crop=56,
+                                         threads=2))
   for _ in range(6):  # three epochs of 8 decodable images
     batch = next(it)
-    assert batch['image'].shape == (4, 64, 64, 3) and batch['label'].shape == (4,)
+    assert batch['image'].shape == (4, 56, 56, 3) and batch['label'].shape == (4,)
+    assert all(batch[k].shape[0] == 4 for k in augment.DRAWS)  # the draws left with the file
     image = batch['image'].astype(np.float32)
     colour = image[..., 0].mean((1, 2)) - image[..., 2].mean((1, 2))
     # Blue images are class 1; red, grayscale and damaged ones are class 0.
@@ -176,11 +188,35 @@ def test_processes_read_disjoint_parts_reshuffled_each_epoch(monkeypatch):
   for process in range(3):
     monkeypatch.setattr(input_pipeline.jax, 'process_index', lambda p=process: p)
     monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 3)
-    it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=5, resize=8, threads=1))
-    ids = sum((_ids(next(it)) for _ in range(4)), [])  # two epochs of this process's 8 images
+    it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=5, resize=8, crop=6,
+                                           threads=1))
+    got = [next(it) for _ in range(4)]  # two epochs of this process's 8 images
+    ids = sum((_ids(b) for b in got), [])
     per_epoch[process] = ids[:8], ids[8:]
+    # Record k of process p is position 3k + p of the stream: drawn as if read by one process.
+    whole = augment.draw(5, np.arange(48), 8, 6)
+    drawn = {key: np.concatenate([b[key] for b in got]) for key in augment.DRAWS}
+    for key in augment.DRAWS:
+      np.testing.assert_array_equal(drawn[key], whole[key][process::3])
   for epoch in (0, 1):
     parts = [set(per_epoch[p][epoch]) for p in range(3)]
     assert all(len(part) == 8 for part in parts)  # no repeats within an epoch
     assert set.union(*parts) == set(range(24))    # together, every image once
   assert any(per_epoch[p][0] != per_epoch[p][1] for p in range(3))  # reshuffled
+
+
+def test_start_at_continues_the_stream_on_another_process_count(monkeypatch):
+  """Two processes resuming step 3 of a one-process run (global batch 8): together they read
+  the positions from 3 x 8 on, drawn as the one process would have drawn them."""
+  src = _Coloured()
+  whole = augment.draw(5, np.arange(64), 8, 6)
+  for process in range(2):
+    monkeypatch.setattr(input_pipeline.jax, 'process_index', lambda p=process: p)
+    monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 2)
+    it = iter(input_pipeline.train_dataset(src, batch_size=4, seed=5, resize=8, crop=6,
+                                           threads=1))
+    assert input_pipeline.start_at(it, 3)
+    got = [next(it) for _ in range(2)]
+    for key in augment.DRAWS:
+      np.testing.assert_array_equal(np.concatenate([b[key] for b in got]),
+                                    whole[key][24 + process:40:2])

@@ -79,7 +79,8 @@ def test_training_pipeline_reads_packed_shards(photo_dir, tmp_path):
   prepare.prepare(d, d.packed_dir, splits=('train',))
   packed = sources.Packed(d.packed_dir, 'train')
   assert stats.load(os.path.join(d.packed_dir, stats.PACKED_STATS)).mean_image.shape == (64, 64, 3)
-  it = iter(input_pipeline.train_dataset(packed, batch_size=6, seed=0, resize=64, threads=2))
+  it = iter(input_pipeline.train_dataset(packed, batch_size=6, seed=0, resize=64, crop=56,
+                                         threads=2))
   labels = np.concatenate([next(it)['label'] for _ in range(3)])
   assert sorted(labels.tolist()) == sorted(packed[i]['label'] for i in range(18))
 

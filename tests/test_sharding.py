@@ -191,7 +191,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _two_processes(config_file, workdir, steps):
+def _two_processes(config_file, workdir, steps) -> str:
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, '-m', 'alexnet_jax.main', f'--config={config_file}',
@@ -203,6 +203,7 @@ def _two_processes(config_file, workdir, steps):
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-3000:]
   assert "Mesh: {'data': 2, 'model': 2}" in outputs[1]
+  return outputs[0]
 
 
 def _params(config, workdir, step):
@@ -234,4 +235,37 @@ def test_two_processes_train_like_one(shapes_dir, tmp_path):
   assert not np.allclose(_params(config, tmp_path / 'two', 2)['fc8']['kernel'],
                          _params(config, tmp_path / 'two', 4)['fc8']['kernel'])
   with open(tmp_path / 'two' / 'metrics.jsonl') as f:
+    assert [r['step'] for r in map(json.loads, f) if r['split'] == 'train'] == [2, 4]
+
+
+def _one_process(config_file, workdir, steps) -> str:
+  done = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.main', f'--config={config_file}',
+       f'--workdir={workdir}', f'--config.num_train_steps={steps}'],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+      timeout=400)
+  assert done.returncode == 0, done.stdout[-3000:]
+  return done.stdout
+
+
+@pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
+def test_a_run_resumed_on_another_process_count_continues_exactly(shapes_dir, tmp_path, before,
+                                                                  after):
+  """A preempted job that comes back on fewer or more hosts: the state is restored exactly and
+  the input continues from the same global position, so the parameters equal those of a run
+  that never stopped; the log says what was done."""
+  config_file = tmp_path / 'two_hosts.py'
+  config_file.write_text(_CONFIG_FILE.format(root=shapes_dir, cache=str(tmp_path / 'cache')))
+  config = two_hosts_config(shapes_dir, str(tmp_path / 'cache'))
+  config.num_train_steps = 4
+  train.train_and_evaluate(config, str(tmp_path / 'one'))
+
+  run = {1: _one_process, 2: _two_processes}
+  run[before](config_file, tmp_path / 'run', 2)
+  out = run[after](config_file, tmp_path / 'run', 4)
+  assert f'was written by {before} process' in out and f'this run has {after}:' in out
+  assert 'continues from position 32 of the shuffled stream' in out
+  two, one = _params(config, tmp_path / 'run', 4), _params(config, tmp_path / 'one', 4)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6), two, one)
+  with open(tmp_path / 'run' / 'metrics.jsonl') as f:
     assert [r['step'] for r in map(json.loads, f) if r['split'] == 'train'] == [2, 4]

@@ -68,7 +68,7 @@ def test_a_step_descends_on_its_batch():
   eval_step = jax.jit(functools.partial(train.eval_step, view_fn=lambda x, norm: x))
   loss = lambda s: float(eval_step(s, input_pipeline.pad_batch(batch, 8), None)['loss'])
   before = loss(state)
-  step = functools.partial(train.train_step, norm=None, augment_fn=lambda x, norm, rng: x)
+  step = functools.partial(train.train_step, norm=None, augment_fn=lambda b, norm: b['image'])
   after, metrics = jax.jit(step)(state, batch, jax.random.key(1))
   assert bool(metrics['finite']) and float(metrics['loss']) == pytest.approx(before / 8, rel=1e-5)
   assert loss(after) < before
