@@ -19,7 +19,6 @@ checkpoint.
 import dataclasses
 import datetime
 import fcntl
-import getpass
 import glob
 import json
 import os
@@ -101,7 +100,7 @@ def _slurm(command: list[str], env: dict | None = None) -> str:
 
 def queue() -> dict[str, str]:
   """This user's jobs in SLURM's queue: job id -> state (PENDING, RUNNING, ...)."""
-  out = _slurm(['squeue', '--noheader', f'--user={getpass.getuser()}', '--format=%i %T'])
+  out = _slurm(['squeue', '--noheader', f'--user={os.getuid()}', '--format=%i %T'])
   return dict(line.split()[:2] for line in out.splitlines() if len(line.split()) >= 2)
 
 
