@@ -89,8 +89,8 @@ def _slurm(command: list[str], env: dict | None = None) -> str:
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           check=False)
   except FileNotFoundError:
-    raise SystemExit(f'error: {command[0]} is not on PATH: run the sweep with '
-                     '--launcher=slurm where SLURM\'s commands are (a login node).') from None
+    raise SystemExit(f'error: {command[0]} is not on PATH: submit a SLURM sweep, and ask its '
+                     '--status, where SLURM\'s commands are (a login node).') from None
   if proc.returncode:
     why = (proc.stderr.strip().splitlines() or [f'exit {proc.returncode}'])[-1]
     raise SystemExit(f'error: {command[0]} failed: {why}. Fix what it says, then run the same '
