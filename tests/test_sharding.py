@@ -218,19 +218,28 @@ def _params(config, workdir, step):
   return jax.device_get(state['state'].params)
 
 
-def test_two_processes_train_like_one(shapes_dir, tmp_path):
-  config_file = tmp_path / 'two_hosts.py'
-  config_file.write_text(_CONFIG_FILE.format(root=shapes_dir, cache=str(tmp_path / 'cache')))
-  config = two_hosts_config(shapes_dir, str(tmp_path / 'cache'))
+@pytest.fixture(scope='module')
+def one_process_run(shapes_dir, tmp_path_factory):
+  """(config file, config, workdir) of two_hosts_config trained to step 4 by one process: the
+  run the multi-process runs below must equal. It also caches the input statistics."""
+  root = tmp_path_factory.mktemp('two_hosts')
+  config_file = root / 'two_hosts.py'
+  config_file.write_text(_CONFIG_FILE.format(root=shapes_dir, cache=str(root / 'cache')))
+  config = two_hosts_config(shapes_dir, str(root / 'cache'))
   config.num_train_steps = 4
-  train.train_and_evaluate(config, str(tmp_path / 'one'))  # also caches the input statistics
+  train.train_and_evaluate(config, str(root / 'one'))
+  return config_file, config, root / 'one'
+
+
+def test_two_processes_train_like_one(one_process_run, tmp_path):
+  config_file, config, one_dir = one_process_run
 
   # Two steps, a checkpoint written by both processes, then a restart that restores it.
   _two_processes(config_file, tmp_path / 'two', steps=2)
   _two_processes(config_file, tmp_path / 'two', steps=4)
 
   for step in (2, 4):
-    two, one = _params(config, tmp_path / 'two', step), _params(config, tmp_path / 'one', step)
+    two, one = _params(config, tmp_path / 'two', step), _params(config, one_dir, step)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6), two, one)
   assert not np.allclose(_params(config, tmp_path / 'two', 2)['fc8']['kernel'],
                          _params(config, tmp_path / 'two', 4)['fc8']['kernel'])
@@ -249,23 +258,19 @@ def _one_process(config_file, workdir, steps) -> str:
 
 
 @pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
-def test_a_run_resumed_on_another_process_count_continues_exactly(shapes_dir, tmp_path, before,
-                                                                  after):
+def test_a_run_resumed_on_another_process_count_continues_exactly(one_process_run, tmp_path,
+                                                                  before, after):
   """A preempted job that comes back on fewer or more hosts: the state is restored exactly and
   the input continues from the same global position, so the parameters equal those of a run
   that never stopped; the log says what was done."""
-  config_file = tmp_path / 'two_hosts.py'
-  config_file.write_text(_CONFIG_FILE.format(root=shapes_dir, cache=str(tmp_path / 'cache')))
-  config = two_hosts_config(shapes_dir, str(tmp_path / 'cache'))
-  config.num_train_steps = 4
-  train.train_and_evaluate(config, str(tmp_path / 'one'))
+  config_file, config, one_dir = one_process_run
 
   run = {1: _one_process, 2: _two_processes}
   run[before](config_file, tmp_path / 'run', 2)
   out = run[after](config_file, tmp_path / 'run', 4)
   assert f'was written by {before} process' in out and f'this run has {after}:' in out
   assert 'continues from position 32 of the shuffled stream' in out
-  two, one = _params(config, tmp_path / 'run', 4), _params(config, tmp_path / 'one', 4)
+  two, one = _params(config, tmp_path / 'run', 4), _params(config, one_dir, 4)
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6), two, one)
   with open(tmp_path / 'run' / 'metrics.jsonl') as f:
     assert [r['step'] for r in map(json.loads, f) if r['split'] == 'train'] == [2, 4]
