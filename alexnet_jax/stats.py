@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import sys
 
 import grain
 import jax
@@ -170,9 +171,12 @@ def decodable_images(source, data_config) -> int:
 def main(argv):
   del argv
   from alexnet_jax import sources  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
-  source = sources.train_source(config.data)
-  norm = load_or_compute(source, config.data)
+  try:
+    norm = load_or_compute(sources.train_source(config.data), config.data)
+  except UserError as e:
+    sys.exit(f'error: {e}')
   print(f'mean RGB {norm.mean_image.reshape(-1, 3).mean(0).round(2)}, '
         f'eigenvalues {norm.eigvals.round(3)}\neigenvectors (columns)\n{norm.eigvecs.round(4)}')
 
