@@ -375,7 +375,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
         val_err = None
         if (step % eval_every == 0 or last) and not stopping:
-          with clock.paused():
+          with clock.paused(state):
             finite.verify(mgr, workdir, config.optim.base_lr)  # never evaluate a diverged net
             val = evaluate(jitted_eval_step, state, eval_ds, device_norm, batch_size=local_batch,
                            num_batches=eval_batches, batch_sharding=batch_sharding)
@@ -391,7 +391,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
         # A new best validation error is saved at once, and kept beside the newest checkpoints.
         improved = val_err is not None and val_err < best_err
         if step % config.checkpoint_every_steps == 0 or last or stopping or improved:
-          with clock.paused():
+          with clock.paused(state):
             save(step, val_err, wait=stopping)
           best_err = min(best_err, val_err) if val_err is not None else best_err
 
@@ -446,7 +446,10 @@ class _Clock:
     self._start, self._step, self._paused = time.perf_counter(), step, 0.0
 
   @contextlib.contextmanager
-  def paused(self):
+  def paused(self, queued=None):
+    """Leaves out the time of the block, once the steps still queued on the device (`queued`,
+    their output) are done: their compute is training time."""
+    jax.block_until_ready(queued)
     start = time.perf_counter()
     try:
       yield

@@ -273,3 +273,23 @@ def test_a_bad_profile_steps_is_one_clear_message(value):
     config_check.validate(config)
   config.profile_steps = ' 2 - 3 '
   config_check.validate(config)
+
+
+def test_the_clock_counts_queued_steps_as_training_before_it_pauses(monkeypatch):
+  """Steps still queued on the device when an evaluation begins are training time: the clock
+  waits for them before it pauses, so the logged rate is not inflated on evaluation steps."""
+  now = [100.0]
+  monkeypatch.setattr(train.time, 'perf_counter', lambda: now[0])
+
+  def finish_queued_steps(tree):  # the device needs 6 s more for the queued steps
+    now[0] += 6.0
+    return tree
+
+  monkeypatch.setattr(train.jax, 'block_until_ready', finish_queued_steps)
+  clock = train._Clock(step=0)  # pylint: disable=protected-access
+  now[0] += 2.0                 # the loop queues 8 steps in 2 s
+  with clock.paused(queued='state'):
+    now[0] += 30.0              # evaluating
+  rates = clock.rates(8, batch_size=4, total_steps=16)
+  assert rates['steps_per_sec'] == pytest.approx(8 / 8.0)  # 2 s queueing + 6 s computing
+  assert rates['eta_s'] == pytest.approx(8.0)
