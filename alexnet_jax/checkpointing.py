@@ -6,9 +6,12 @@ once every item is written, so an interrupted save leaves no half-written checkp
 What can go wrong on disk is answered here, with the earlier checkpoints kept:
   * a write that fails (a full disk, a quota, a read-only or foreign folder) stops the run with
     one CheckpointError naming the step, the reason and the newest intact checkpoint;
-  * a checkpoint that does not read back (a truncated file, a missing item, flipped bytes: `save`
-    records a checksum of every array, as Orbax checksums none of the data) is set aside into
-    `<workdir>/checkpoints_damaged/` and the run resumes from the newest one that reads.
+  * a checkpoint that shows damage (a truncated or missing file, a missing item, flipped bytes:
+    `save` records a checksum of every array, as Orbax checksums none of the data) is set aside
+    into `<workdir>/checkpoints_damaged/` and the run resumes from the newest one that reads;
+  * a read that fails for another reason (a permission, a network file system's hiccup, memory)
+    is no evidence of damage: it is tried again, then stops the run with one line naming the
+    checkpoint and the error, nothing moved.
 
 `load` reads a checkpoint back without the training machinery, onto whatever devices this
 process has: from a workdir, its `checkpoints/` folder or one step's folder, on local disk or
@@ -20,6 +23,7 @@ import errno
 import json
 import os
 import shutil
+import time
 
 import grain
 import jax
@@ -279,15 +283,48 @@ def _summary(exc: BaseException) -> str:
   return text if len(text) <= 300 else text[:297] + '...'
 
 
+class _Unreadable(CheckpointError):
+  """A checkpoint that could not be read for a reason that is no evidence of damage."""
+
+
+# What Orbax, TensorStore and json raise for a file that is missing, truncated or not what was
+# written: evidence of damage. Anything else (a permission, a network file system's hiccup,
+# memory) says nothing about the files.
+_DAMAGE_CODES = ('NOT_FOUND', 'OUT_OF_RANGE', 'DATA_LOSS')
+_RETRY_SECONDS = (1.0, 4.0)  # waits before the second and third tries of an unreadable item
+
+
+def _is_damage(exc: BaseException) -> bool:
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    text = str(exc)
+    if (isinstance(exc, (FileNotFoundError, json.JSONDecodeError))
+        or (isinstance(exc, KeyError) and 'was not found in the checkpoint' in text)
+        or any(code in text for code in _DAMAGE_CODES)):
+      return True
+    exc = exc.__cause__ or exc.__context__
+  return False
+
+
 def _restore(mgr: ocp.CheckpointManager, step: int, item: str, args):
-  """One item of a checkpoint; any failure to read it is _Damaged (Orbax, TensorStore and json
-  raise many types), except running out of memory, which says nothing about the files."""
-  try:
-    return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
-  except Exception as e:  # pylint: disable=broad-except
-    if isinstance(e, MemoryError) or 'RESOURCE_EXHAUSTED' in str(e):
-      raise
-    raise _Damaged(f'{item}: {_summary(e)}') from e
+  """One item of a checkpoint. A missing, truncated or undecodable file is _Damaged; any other
+  failure is tried again, then is _Unreadable, a CheckpointError naming the checkpoint."""
+  for wait in (*_RETRY_SECONDS, None):
+    try:
+      return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
+    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many)
+      if _is_damage(e):
+        raise _Damaged(f'{item}: {_summary(e)}') from e
+      if wait is None:
+        raise _Unreadable(
+            f'Checkpoint step {step} in {mgr.directory} could not be read ({item}: '
+            f'{_summary(e)}), {len(_RETRY_SECONDS) + 1} times. That is no sign of damage, so '
+            'nothing was moved: fix the cause (permissions, the file system, memory), then run '
+            'the same command again.') from e
+      logging.warning('Reading %s of checkpoint step %d failed (%s); trying again in %g s.',
+                      item, step, _summary(e), wait)
+      time.sleep(wait)
 
 
 def _has(mgr: ocp.CheckpointManager, step: int, item: str) -> bool:
@@ -362,6 +399,11 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter=Non
                           'Resume from another step, or move this one aside.') from e
 
 
+def _anywhere(flag: bool) -> bool:
+  """Whether `flag` holds on any process."""
+  return not _everywhere(not flag)
+
+
 def _everywhere(ok: bool) -> bool:
   """Whether `ok` holds on every process (a damaged shard may be read by one process only)."""
   if jax.process_count() == 1:
@@ -392,6 +434,15 @@ def _set_aside(mgr: ocp.CheckpointManager, steps) -> dict[int, str]:
   return moved
 
 
+def _stop_if_unreadable(mgr: ocp.CheckpointManager, step: int,
+                        unreadable: '_Unreadable | None') -> None:
+  """Raises on every process, with nothing moved, if any process could not read `step`."""
+  if _anywhere(unreadable is not None):
+    raise unreadable or _Unreadable(f'Checkpoint step {step} in {mgr.directory} could not be '
+                                    'read by another process (its log says why); nothing was '
+                                    'moved.')
+
+
 def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collections.ConfigDict,
                    workdir: str, data_iter=None):
   """-> (step, state, meta) of the newest checkpoint that reads completely, or None if the
@@ -400,14 +451,16 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
   A checkpoint written by another config raises CheckpointError (the run is refused, nothing is
   skipped). One whose input position was written by another number of processes restores
   everything else, leaves `data_iter` where it is and says so in the returned meta
-  (`input_processes`: how many wrote it). One that does not read back (an item missing or unreadable, a truncated file, bytes
-  that changed) is logged with one warning and moved to <workdir>/checkpoints_damaged/, kept for
-  inspection, once an older one has read back. If none reads back, CheckpointError lists them
-  and nothing is moved.
+  (`input_processes`: how many wrote it). One that shows damage (an item or file missing, a
+  truncated or undecodable file, bytes that changed) is logged with one warning and moved to
+  <workdir>/checkpoints_damaged/, kept for inspection, once an older one has read back. If none
+  reads back, CheckpointError lists them and nothing is moved. A read that fails for another
+  reason (a permission, a file system's hiccup, memory) is tried again, then raises
+  CheckpointError naming the checkpoint, with nothing moved.
   """
   damaged = {}
   for step in sorted(mgr.all_steps(), reverse=True):
-    why = 'another process could not read it'
+    why, unreadable = 'another process could not read it', None
     try:
       saved = _restore(mgr, step, 'config', ocp.args.JsonRestore())
       check_compatible(saved, config, workdir)
@@ -415,6 +468,9 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
       ok = True
     except _Damaged as e:
       ok, why = False, str(e)
+    except _Unreadable as e:
+      ok, unreadable = False, e
+    _stop_if_unreadable(mgr, step, unreadable)
     # Processes enter each Orbax restore together (it ends in a barrier): the iterator's
     # position, the one item each process reads a different file of, only once all have the rest.
     # Written by another number of processes, it does not apply: the caller places the input.
@@ -426,6 +482,9 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
         _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
       except _Damaged as e:
         ok, why = False, str(e)
+      except _Unreadable as e:
+        unreadable = e
+      _stop_if_unreadable(mgr, step, unreadable)
     if not _everywhere(ok):
       damaged[step] = why
       continue

@@ -1,6 +1,7 @@
 """Checkpoints that are never lost: damaged ones set aside, refused writes named, any device count,
 plain Orbax and the .npz export, and logs without the libraries' INFO lines."""
 
+import errno
 import functools
 import json
 import logging
@@ -15,6 +16,7 @@ import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import alexnet_jax
@@ -350,3 +352,49 @@ def test_logs_keep_the_projects_lines_and_library_warnings_but_no_library_info(t
     absl_logger.filters[:] = filters
     for name, level in levels.items():
       logging.getLogger(name).setLevel(level)
+
+
+def _failing_restore(monkeypatch, error, times):
+  """Orbax's restore raising `error` for the first `times` calls on step 3, as a file system
+  would; counts the calls."""
+  real, calls = ocp.CheckpointManager.restore, []
+
+  def restore(self, step, *args, **kwargs):
+    if step == 3 and len(calls) < times:
+      calls.append(step)
+      raise error
+    return real(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'restore', restore)
+  monkeypatch.setattr(checkpointing, '_RETRY_SECONDS', (0.0, 0.0))
+  return calls
+
+
+def test_a_passing_read_error_is_tried_again_and_costs_nothing(synthetic_run, tmp_path,
+                                                               monkeypatch, caplog):
+  workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
+  calls = _failing_restore(monkeypatch, OSError(errno.EIO, 'Input/output error'), times=2)
+  mgr = checkpointing.manager(str(workdir), keep=5)
+  with caplog.at_level(logging.WARNING):
+    step, _, _ = checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir), _iterator())
+  assert step == 3 and len(calls) == 2
+  assert 'trying again' in caplog.text and not os.path.exists(workdir / 'checkpoints_damaged')
+
+
+@pytest.mark.parametrize('error', [PermissionError(errno.EACCES, 'Permission denied'),
+                                   ValueError('UNAVAILABLE: the network file system timed out')])
+def test_a_lasting_read_error_is_not_damage_and_moves_nothing(synthetic_run, tmp_path,
+                                                              monkeypatch, error):
+  """Only evidence of damage sets a checkpoint aside: a read that keeps failing for another
+  reason stops the run in one line naming the checkpoint, with every checkpoint where it was."""
+  workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
+  _failing_restore(monkeypatch, error, times=100)
+  mgr = checkpointing.manager(str(workdir), keep=5)
+  with pytest.raises(CheckpointError) as e:
+    checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir), _iterator())
+  text = str(e.value)
+  assert '\n' not in text and 'Checkpoint step 3' in text and 'nothing was moved' in text
+  assert str(error.args[-1])[:20] in text
+  assert mgr.all_steps() == [1, 2, 3] and not os.path.exists(workdir / 'checkpoints_damaged')
+  with pytest.raises(CheckpointError, match='could not be read'):
+    checkpointing.load(str(workdir))  # the readers outside training alike
