@@ -118,18 +118,23 @@ def test_fc7_features_are_the_last_hidden_layer(trained_workdir, shapes_dir):
                              atol=1e-4)
 
 
+def _run_notebook(monkeypatch) -> str:
+  """The notebook in a fresh kernel started in experiments/, as Jupyter does; its printed text."""
+  monkeypatch.setenv('MPLBACKEND', 'Agg')
+  nb = nbformat.read(os.path.join(REPO, 'experiments', 'colab_restore.ipynb'), as_version=4)
+  NotebookClient(nb, timeout=300, kernel_name='python3',
+                 resources={'metadata': {'path': os.path.join(REPO, 'experiments')}}).execute()
+  return '\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
+                   for o in cell.get('outputs', []))
+
+
 def test_colab_notebook_runs_headless(trained_workdir, shapes_dir, monkeypatch, tmp_path):
   """The notebook in a fresh kernel started in experiments/, as Jupyter does, on the trained
   fixture (given a checkpoint, it trains nothing)."""
   monkeypatch.setenv('ALEXNET_CHECKPOINT', trained_workdir)
   monkeypatch.setenv('ALEXNET_IMAGES', os.path.join(shapes_dir, 'val'))
   monkeypatch.setenv('ALEXNET_OUT', str(tmp_path))
-  monkeypatch.setenv('MPLBACKEND', 'Agg')
-  nb = nbformat.read(os.path.join(REPO, 'experiments', 'colab_restore.ipynb'), as_version=4)
-  NotebookClient(nb, timeout=300, kernel_name='python3',
-                 resources={'metadata': {'path': os.path.join(REPO, 'experiments')}}).execute()
-  text = '\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
-                   for o in cell.get('outputs', []))
+  text = _run_notebook(monkeypatch)
   assert 'installed before: True' in text and 'demo trained' not in text
   assert 'parameters' in text and 'top-5' in text and 'kernel grid: (' in text
   assert 'figure 4: written' in text
@@ -158,13 +163,8 @@ def test_colab_notebook_imports_a_pretrained_file_headless(shapes_dir, monkeypat
   monkeypatch.setenv('ALEXNET_PRETRAINED_CONFIG', str(config_file))
   monkeypatch.setenv('ALEXNET_IMAGES', os.path.join(shapes_dir, 'val'))
   monkeypatch.setenv('ALEXNET_OUT', str(tmp_path / 'out'))
-  monkeypatch.setenv('MPLBACKEND', 'Agg')
   monkeypatch.setenv('PYTHONPATH', REPO)  # the kernel imports the config's test helpers
-  nb = nbformat.read(os.path.join(REPO, 'experiments', 'colab_restore.ipynb'), as_version=4)
-  NotebookClient(nb, timeout=300, kernel_name='python3',
-                 resources={'metadata': {'path': os.path.join(REPO, 'experiments')}}).execute()
-  text = '\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
-                   for o in cell.get('outputs', []))
+  text = _run_notebook(monkeypatch)
   assert 'imported:' in text and 'demo trained' not in text
   assert 'caffe_alexnet: AlexNet' in text and 'top-5' in text and 'kernel grid: (' in text
   loaded = checkpointing.load(str(tmp_path / 'out' / 'imported' / 'narrow_alexnet'))

@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -218,29 +219,35 @@ def _params(config, workdir, step):
   return jax.device_get(state['state'].params)
 
 
-@pytest.fixture(scope='module')
-def one_process_run(shapes_dir, tmp_path_factory):
-  """(config file, config, workdir) of two_hosts_config trained to step 4 by one process: the
-  run the multi-process runs below must equal. It also caches the input statistics."""
-  root = tmp_path_factory.mktemp('two_hosts')
-  config_file = root / 'two_hosts.py'
-  config_file.write_text(_CONFIG_FILE.format(root=shapes_dir, cache=str(root / 'cache')))
-  config = two_hosts_config(shapes_dir, str(root / 'cache'))
+def test_two_processes_train_like_one_and_resume_on_another_process_count(shapes_dir,
+                                                                          tmp_path):
+  """Two processes train like one. A preempted job that comes back on fewer or more hosts
+  (2 -> 1, 1 -> 2) restores the state exactly and continues the input from the same global
+  position, so its parameters equal those of a run that never stopped; the log says so."""
+  config_file = tmp_path / 'two_hosts.py'
+  config_file.write_text(_CONFIG_FILE.format(root=shapes_dir, cache=str(tmp_path / 'cache')))
+  config = two_hosts_config(shapes_dir, str(tmp_path / 'cache'))
   config.num_train_steps = 4
-  train.train_and_evaluate(config, str(root / 'one'))
-  return config_file, config, root / 'one'
-
-
-def test_two_processes_train_like_one(one_process_run, tmp_path):
-  config_file, config, one_dir = one_process_run
+  train.train_and_evaluate(config, str(tmp_path / 'one'))  # also caches the input statistics
 
   # Two steps, a checkpoint written by both processes, then a restart that restores it.
   _two_processes(config_file, tmp_path / 'two', steps=2)
+  shutil.copytree(tmp_path / 'two', tmp_path / 'two_then_one')
   _two_processes(config_file, tmp_path / 'two', steps=4)
+  # The same checkpoint of step 2 resumed by one process; one process's step 2, by two.
+  resumed = {'two_then_one': _one_process(config_file, tmp_path / 'two_then_one', 4)}
+  shutil.copytree(tmp_path / 'one', tmp_path / 'one_then_two',
+                  ignore=lambda folder, names: ['4'] if folder.endswith('checkpoints') else [])
+  resumed['one_then_two'] = _two_processes(config_file, tmp_path / 'one_then_two', steps=4)
+  for run, (before, after) in (('two_then_one', (2, 1)), ('one_then_two', (1, 2))):
+    out = resumed[run]
+    assert f'was written by {before} process' in out and f'this run has {after}:' in out
+    assert 'continues from position 32 of the shuffled stream' in out
 
-  for step in (2, 4):
-    two, one = _params(config, tmp_path / 'two', step), _params(config, one_dir, step)
-    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6), two, one)
+  for run, steps in (('two', (2, 4)), ('two_then_one', (4,)), ('one_then_two', (4,))):
+    for step in steps:
+      got, one = _params(config, tmp_path / run, step), _params(config, tmp_path / 'one', step)
+      jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6), got, one)
   assert not np.allclose(_params(config, tmp_path / 'two', 2)['fc8']['kernel'],
                          _params(config, tmp_path / 'two', 4)['fc8']['kernel'])
   with open(tmp_path / 'two' / 'metrics.jsonl') as f:
@@ -255,22 +262,3 @@ def _one_process(config_file, workdir, steps) -> str:
       timeout=400)
   assert done.returncode == 0, done.stdout[-3000:]
   return done.stdout
-
-
-@pytest.mark.parametrize('before, after', [(2, 1), (1, 2)])
-def test_a_run_resumed_on_another_process_count_continues_exactly(one_process_run, tmp_path,
-                                                                  before, after):
-  """A preempted job that comes back on fewer or more hosts: the state is restored exactly and
-  the input continues from the same global position, so the parameters equal those of a run
-  that never stopped; the log says what was done."""
-  config_file, config, one_dir = one_process_run
-
-  run = {1: _one_process, 2: _two_processes}
-  run[before](config_file, tmp_path / 'run', 2)
-  out = run[after](config_file, tmp_path / 'run', 4)
-  assert f'was written by {before} process' in out and f'this run has {after}:' in out
-  assert 'continues from position 32 of the shuffled stream' in out
-  two, one = _params(config, tmp_path / 'run', 4), _params(config, one_dir, 4)
-  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=0, atol=1e-6), two, one)
-  with open(tmp_path / 'run' / 'metrics.jsonl') as f:
-    assert [r['step'] for r in map(json.loads, f) if r['split'] == 'train'] == [2, 4]

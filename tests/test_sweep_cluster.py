@@ -12,6 +12,7 @@ import time
 import pytest
 
 from experiments import ablations, launcher, sweep
+from tests.test_experiments import _FAKE_SRUN  # SLURM_NTASKS copies of the command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,18 +35,6 @@ for f in "$STAND_IN_QUEUE"/*.state; do
 done
 '''
 
-# srun: SLURM_NTASKS copies of the command, each with its task's ids (as in test_experiments.py).
-_SRUN = '''#!/bin/bash
-while [[ $1 == -* ]]; do shift; done
-pids=()
-for ((i = 0; i < SLURM_NTASKS; i++)); do
-  SLURM_STEP_NODELIST=$SLURM_JOB_NODELIST SLURM_PROCID=$i SLURM_LOCALID=$i "$@" &
-  pids+=($!)
-done
-rc=0
-for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
-exit $rc
-'''
 
 _CONFIG = '''from tests.conftest import small_config
 
@@ -68,7 +57,7 @@ class Cluster:
     self.queue.mkdir()
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
-    for name, text in (('sbatch', _SBATCH), ('squeue', _SQUEUE), ('srun', _SRUN)):
+    for name, text in (('sbatch', _SBATCH), ('squeue', _SQUEUE), ('srun', _FAKE_SRUN)):
       (bin_dir / name).write_text(text)
       (bin_dir / name).chmod(0o755)
     self.env = {k: v for k, v in os.environ.items()
