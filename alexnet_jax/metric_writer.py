@@ -19,18 +19,28 @@ from alexnet_jax.errors import UserError
 METRICS_FILE = 'metrics.jsonl'
 
 
+def _read(path: str) -> tuple[list[dict], bool]:
+  """(the records of a metrics file, whether its last line was cut short). A run killed while
+  writing leaves at most its last line broken; a broken line before it is an error."""
+  if not os.path.exists(path):
+    return [], False
+  with open(path) as f:
+    lines = f.read().splitlines()
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number < len(lines):
+        raise UserError(f'{path}, line {number}, is not a metrics record ({e.msg}); only the '
+                        'last line may be cut short. Repair or remove that line.') from e
+      return records, True
+  return records, False
+
+
 def read_records(workdir: str, split: str | None = None) -> list[dict]:
   """The records of `<workdir>/metrics.jsonl` (of one split, if given), in order."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        pass  # the last line of a run killed while writing it
+  records, _ = _read(os.path.join(workdir, METRICS_FILE))
   return [r for r in records if split is None or r['split'] == split]
 
 
@@ -70,11 +80,11 @@ class MetricWriter:
           purge_step=None if resume_step is None else resume_step + 1)
 
   def _keep_until(self, step: int) -> None:
-    records = read_records(self.workdir)
-    kept = [r for r in records if r['step'] <= step]
-    if len(kept) == len(records):
-      return
     path = os.path.join(self.workdir, METRICS_FILE)
+    records, cut_short = _read(path)
+    kept = [r for r in records if r['step'] <= step]
+    if len(kept) == len(records) and not cut_short:
+      return
     with open(f'{path}.tmp', 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     os.replace(f'{path}.tmp', path)  # never a half-written metrics file

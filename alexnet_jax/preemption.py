@@ -13,6 +13,7 @@ exit by themselves when the run's process is gone, even after a SIGKILL.
 """
 
 import datetime
+import errno
 import fcntl
 import os
 import signal
@@ -139,7 +140,7 @@ class WorkdirLock:
     try:
       fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      if e.errno not in (11, 13):  # EAGAIN/EACCES mean "held"; others: no locks on this fs
+      if e.errno not in (errno.EAGAIN, errno.EACCES):  # held; others: no locks on this fs
         logging.warning('Cannot lock %s (%s): nothing stops a second run from using this '
                         'workdir at the same time.', self.path, e.strerror)
         self._file = f

@@ -111,11 +111,11 @@ def test_variant_logits_match_numpy(towers, padding, size, implementation):
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize('implementation', IMPLEMENTATIONS)
-def test_caffe_lrn_across_the_towers_matches_numpy(implementation):
-  """Caffe's AlexNet: k = 1, alpha / n, and the window running across the tower boundary."""
+def test_caffe_lrn_across_the_towers_matches_numpy():
+  """Caffe's AlexNet: k = 1, alpha / n, and the window running across the tower boundary (the
+  LRN forms with one group are held to NumPy in tests/test_ops.py)."""
   model = AlexNet(num_classes=7, width=0.25, lrn_k=1.0, lrn_alpha=2e-5, lrn_across_towers=True,
-                  implementation=IMPLEMENTATIONS[implementation])
+                  implementation=ops.PLAIN)
   images = np.random.default_rng(4).normal(0, 60, size=(2, 67, 67, 3)).astype(np.float32)
   params = jax.tree.map(lambda p: p * 20.0, _init(model, images[:1], 1))
   got = np.asarray(_apply(model, params, images, train=False))
@@ -127,9 +127,11 @@ def test_caffe_lrn_across_the_towers_matches_numpy(implementation):
 
 
 def test_hidden_fc_init_std_draws_fc6_and_fc7_alone():
-  params = _init(AlexNet(width=0.25, hidden_fc_init_std=0.005), jnp.zeros((1, 227, 227, 3)), 0)
+  model = AlexNet(hidden_fc_init_std=0.005)
   for name, std in (('conv3', 0.01), ('fc6', 0.005), ('fc7', 0.005), ('fc8', 0.01)):
-    assert float(jnp.std(params[name]['kernel'])) == pytest.approx(std, rel=0.05), name
+    init = model._kernel_init(name)  # pylint: disable=protected-access
+    kernel = init(jax.random.key(0), (512, 512))
+    assert float(jnp.std(kernel)) == pytest.approx(std, rel=0.02), name
 
 
 def test_gradients_are_the_same_under_every_implementation():
