@@ -31,6 +31,17 @@ from configs import default, demo
 # absl flags) run with the flags' defaults, as a notebook would after the same call.
 flags.FLAGS.mark_as_parsed()
 
+# pytest-xdist (--dist loadfile) hands out whole files in collection order: the longest first,
+# so that no worker is left alone with a long file while the other has finished.
+_LONGEST_FIRST = ('test_train.py', 'test_demo.py', 'test_sharding.py', 'test_gpu_report.py',
+                  'test_faults.py', 'test_model.py', 'test_experiments.py',
+                  'test_sweep_cluster.py', 'test_checkpointing.py', 'test_fine_tune.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
 
 @pytest.fixture(scope='session')
 def shapes_dir(tmp_path_factory):
