@@ -11,8 +11,8 @@ from configs import demo
 
 
 def test_demo_config_learns(tmp_path):
-  """The README's first command trains far beyond chance (90% error). Its measured error, about
-  7%, is in experiments/README.md; the bound here leaves room for other machines' arithmetic."""
+  """The README's first command trains far beyond chance (90% error). Its measured error, 5-6%,
+  is in experiments/README.md; the bound here leaves room for other machines' arithmetic."""
   config = demo.get_config()
   config.data.demo_dir = str(tmp_path / 'drawn_shapes')
   config.data.cache_dir = str(tmp_path / 'cache')
