@@ -65,11 +65,11 @@ def initial_params(path: str, model_config: ml_collections.ConfigDict, fresh):
                     loaded.path, model_config.num_classes, loaded.step)
   logging.info('Initialized from %s (step %d).', loaded.path, loaded.step)
 
-  def take(path, leaf):
-    name = jax.tree_util.keystr(path, simple=True, separator='/')
+  def take(name, leaf):
     if reinit and name.startswith(_OUTPUT + '/'):
       return leaf
     value = np.asarray(old[name], leaf.dtype)
     return jax.make_array_from_callback(value.shape, leaf.sharding, lambda index: value[index])
 
-  return jax.tree_util.tree_map_with_path(take, fresh)
+  # `new` holds fresh's leaves in its flattening order.
+  return jax.tree.unflatten(jax.tree.structure(fresh), [take(n, l) for n, l in new.items()])

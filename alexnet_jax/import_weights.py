@@ -108,6 +108,7 @@ def _params(tensors: Callable[[str], tuple[np.ndarray, np.ndarray]],
     raise DataError(f'The config\'s network has no {", ".join(missing)}: an imported AlexNet '
                     'needs all eight layers (model.skip_convs must be empty).')
   pool5_channels = want['conv5']['bias'][0]
+
   def where(name):
     known_as = f' ({file_names[name]})' if file_names else ''
     return f'{source}: layer {name}{known_as}'
@@ -269,8 +270,8 @@ def _write(params: dict, norm: Normalization, config: ml_collections.ConfigDict,
            weights: str) -> str:
   workdir = checkpointing.absolute(workdir)
   model = create_model(config.model, 'plain')
-  state = train.create_train_state(jax.random.key(0), model, config.data.crop_size, config.optim)
-  state = state.replace(params=jax.tree.map(jnp.asarray, params))
+  state = train.create_train_state(jax.random.key(0), model, config.data.crop_size, config.optim,
+                                   params=jax.tree.map(jnp.asarray, params))
   mgr = checkpointing.manager(workdir, config.keep_checkpoints)
   try:
     if mgr.all_steps():

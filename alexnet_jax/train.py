@@ -38,9 +38,11 @@ class TrainState(train_state.TrainState):
 
 
 def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: int,
-                       optim_config: ml_collections.ConfigDict) -> TrainState:
-  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
+                       optim_config: ml_collections.ConfigDict, params=None) -> TrainState:
+  """A fresh train state: `params` (an imported network's) or the model's initialization."""
+  if params is None:
+    images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
   tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
                     optim_config.decay_biases, optim_config.fc8_lr_scale,
                     optim_config.bias_lr_scale)

@@ -176,16 +176,11 @@ def uint8_batches(source, batch_size, workers, threads):
                                            crop=CROP, workers=workers, threads=threads))
 
 
-def _fitted_batch(indices, source):
-  return input_pipeline.decode_resize_crop_batch([source[int(i)] for i in indices], RESIZE)
-
-
 def fitted_batches(source, batch_size, workers, threads):
   """The training path before Grain drew the augmentation, as it ran: the fitted 256x256
   images, shuffled, read record by record and decoded a batch at a time, in full batches."""
-  ds = grain.MapDataset.range(len(source)).seed(0).shuffle().repeat(None)
-  ds = ds.batch(batch_size, batch_fn=list).map(functools.partial(_fitted_batch, source=source))
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
+  indices = grain.MapDataset.range(len(source)).seed(0).shuffle().repeat(None)
+  it = input_pipeline.decoded_batches(source, indices, batch_size, RESIZE, 'auto', threads)
   it = grain.experimental.RebatchIterDataset(it, batch_size, drop_remainder=True)
   return iter(input_pipeline.in_workers(it, workers))
 
