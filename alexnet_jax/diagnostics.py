@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from absl import logging
 
-from alexnet_jax import augment, stats
+from alexnet_jax import augment, model, optim, stats
 
 # The hidden layers, whose ReLUs can die; fc8 feeds the softmax.
 HIDDEN_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
@@ -55,16 +55,16 @@ def _norms(tree) -> dict:
   return {name: optax.global_norm(layer) for name, layer in tree.items()}
 
 
-def diagnose(state, batch: dict, rng: jax.Array, norm: stats.Normalization,
+def diagnose(state, batch: dict, rng: jax.Array, norm: stats.Normalization, lr: jax.Array,
              augment_fn=augment.train_inputs) -> dict:
   """The dead fraction of each hidden layer and the gradient, update and parameter norms of
-  every layer, for the step `train_step(state, batch, rng, norm, augment_fn)` would make.
+  every layer, for the step `train_step(state, batch, rng, norm, lr, augment_fn)` would make.
 
   Keys: `dead_<layer>` for conv1..fc7 (layers removed by model.skip_convs are absent), and
   `grad_norm_<layer>`, `update_norm_<layer>`, `param_norm_<layer>` for conv1..fc8, plus `loss`.
   """
   # The same batch and key as train_step: the same patches, lighting and dropout masks.
-  dropout_rng = jax.random.fold_in(rng, state.step)
+  dropout_rng = model.dropout_key(rng, state.step)
   images = augment_fn(batch, norm)
 
   def loss_fn(params):
@@ -74,7 +74,7 @@ def diagnose(state, batch: dict, rng: jax.Array, norm: stats.Normalization,
     return loss, inputs
 
   (loss, inputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, _ = state.tx.update(grads, state.opt_state, state.params)
+  updates, _ = state.tx.update(grads, optim.with_rate(state.opt_state, lr), state.params)
   metrics = {'loss': loss, **dead_fractions(inputs)}
   for kind, tree in (('grad', grads), ('update', updates), ('param', state.params)):
     metrics.update({f'{kind}_norm_{name}': n for name, n in _norms(tree).items()})

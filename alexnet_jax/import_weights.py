@@ -21,7 +21,6 @@ A `.caffemodel` is read without Caffe (alexnet_jax.caffe_format); a `.pth` file 
 `weights_only` loader (pip install -e '.[torch]'). Neither runs code from the file.
 """
 
-import dataclasses
 import hashlib
 import os
 import sys
@@ -277,7 +276,7 @@ def _write(params: dict, norm: Normalization, config: ml_collections.ConfigDict,
     if mgr.all_steps():
       raise CheckpointError(f'{workdir} already holds checkpoints (steps {mgr.all_steps()}). '
                             'Import into a new --workdir.')
-    meta = {'lr_policy': dataclasses.asdict(optim.PlateauState(lr=config.optim.base_lr)),
+    meta = {'lr_policy': optim.learning_rate(config.optim, steps_per_epoch=1).state(),
             'class_names': (imagenet_synsets() if config.model.num_classes == 1000 else
                             [str(i) for i in range(config.model.num_classes)]),
             'imported_from': {'file': os.path.abspath(weights), 'sha256': _sha256(weights)}}

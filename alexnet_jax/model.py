@@ -182,6 +182,12 @@ def count_params(params) -> int:
   return sum(p.size for p in jax.tree_util.tree_leaves(params))
 
 
+def dropout_key(run_key: jax.Array, step: jax.Array) -> jax.Array:
+  """The key of the dropout masks of the update that follows `step` steps: a function of the
+  run's key and the step alone, so that a resumed run draws what an uninterrupted one does."""
+  return jax.random.fold_in(run_key, step)
+
+
 # config.model.arch names the network; the other config.model fields are its module fields.
 ARCHITECTURES = {'alexnet': AlexNet, 'cifar_cnn': CifarCNN}
 

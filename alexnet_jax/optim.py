@@ -17,7 +17,6 @@ is on ImageNet. The hidden layers' share stays, so on 10 classes it is not enoug
 (its `lr_mult: 2` on biases).
 """
 
-import dataclasses
 from typing import Any
 
 import jax
@@ -75,57 +74,116 @@ def paper_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.9,
 def create(base_lr: float, momentum: float, weight_decay: float, decay_biases: bool,
            fc8_lr_scale: float = 1.0, bias_lr_scale: float = 1.0
            ) -> optax.GradientTransformation:
-  """paper_sgd with the learning rate as a hyperparameter the training loop can change."""
+  """paper_sgd with a slot for the learning rate in its state, which each step fills
+  (`with_rate`) from the policy that owns the rate."""
   static = ('decay_biases', 'fc8_lr_scale', 'bias_lr_scale')
   return optax.inject_hyperparams(paper_sgd, static_args=static)(
       learning_rate=base_lr, momentum=momentum, weight_decay=weight_decay,
       decay_biases=decay_biases, fc8_lr_scale=fc8_lr_scale, bias_lr_scale=bias_lr_scale)
 
 
-def get_lr(opt_state) -> jax.Array:
-  return opt_state.hyperparams['learning_rate']
-
-
-def set_lr(opt_state, lr: float):
+def with_rate(opt_state, lr):
+  """`opt_state` of `create` whose next update uses the learning rate `lr`."""
   hyperparams = dict(opt_state.hyperparams)
-  hyperparams['learning_rate'] = jnp.asarray(lr, dtype=jnp.asarray(get_lr(opt_state)).dtype)
+  dtype = jnp.asarray(hyperparams['learning_rate']).dtype
+  hyperparams['learning_rate'] = jnp.asarray(lr, dtype=dtype)
   return opt_state._replace(hyperparams=hyperparams)
 
 
 # ---------------------------------------------------------------------------------------------
-# Learning-rate policies. Each is a pure function of plain numbers, so that its state can be
-# stored in a checkpoint and a resumed run makes the same decisions as an uninterrupted one.
+# The learning rate: one object per policy owns it. It says the rate at a step, takes each
+# evaluation's error, and saves and restores its own state (plain numbers, in the checkpoint's
+# JSON), so that a resumed run makes the decisions an uninterrupted one does. The step is given
+# the rate as an argument; the Optax state's `learning_rate` slot only carries it into the chain.
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class PlateauState:
-  """Bookkeeping of the paper's policy: the best validation error at the current rate."""
-  lr: float
-  best_err: float = float('inf')
-  evals_since_best: int = 0
-  drops: int = 0
+class Constant:
+  """A rate that never moves; also the base of the other policies: each rate is the base rate
+  times `factor` once per drop made so far."""
+
+  def __init__(self, base_lr: float, factor: float = 1.0):
+    self.base_lr, self.factor = base_lr, factor
+
+  def drops(self, step: int) -> int:
+    """How many times the rate has been multiplied by `factor` when `step` steps are done."""
+    del step
+    return 0
+
+  def at(self, step: int) -> float:
+    """The rate of the update that follows `step` completed steps."""
+    return self.base_lr * self.factor ** self.drops(step)
+
+  def evaluated(self, val_err: float) -> None:
+    """Takes the validation error of an evaluation; only the plateau policy moves on it."""
+    del val_err
+
+  def state(self) -> dict:
+    """What a checkpoint keeps of the policy: nothing the step count does not already say."""
+    return {}
+
+  def restore(self, saved: dict) -> None:
+    """Continues from a checkpoint's `state()`. The base rate is always the config's: a
+    resumed run with another `optim.base_lr` continues at that rate with the drops made."""
+    del saved
 
 
-def plateau_update(state: PlateauState, val_err: float, *, patience: int, factor: float,
-                   max_drops: int, min_delta: float) -> PlateauState:
+class Steps(Constant):
+  """Multiply by `factor` at each of `boundaries` (steps): a reproducible stand-in for the
+  plateau rule, at fixed epochs or, as Caffe's solver counts, at fixed steps."""
+
+  def __init__(self, base_lr: float, factor: float, boundaries: tuple[int, ...]):
+    super().__init__(base_lr, factor)
+    self.boundaries = tuple(boundaries)
+
+  def drops(self, step: int) -> int:
+    return sum(step >= b for b in self.boundaries)
+
+
+class Plateau(Constant):
   """Section 5: divide the rate by 10 when the validation error stops improving at it.
 
   An evaluation improves if it beats the best error at the current rate by more than
   `min_delta`; after `patience` evaluations without improvement the rate is multiplied by
   `factor`, at most `max_drops` times (the paper: three).
   """
-  if val_err < state.best_err - min_delta:
-    return dataclasses.replace(state, best_err=val_err, evals_since_best=0)
-  waited = state.evals_since_best + 1
-  if waited < patience or state.drops >= max_drops:
-    return dataclasses.replace(state, evals_since_best=waited)
-  # The error to beat is reset with the rate: "stopped improving *with the current rate*".
-  return PlateauState(lr=state.lr * factor, best_err=val_err, evals_since_best=0,
-                      drops=state.drops + 1)
+
+  def __init__(self, base_lr: float, factor: float, *, patience: int, max_drops: int,
+               min_delta: float):
+    super().__init__(base_lr, factor)
+    self.patience, self.max_drops, self.min_delta = patience, max_drops, min_delta
+    self.best_err, self.evals_since_best, self.made = float('inf'), 0, 0
+
+  def drops(self, step: int) -> int:
+    del step
+    return self.made
+
+  def evaluated(self, val_err: float) -> None:
+    if val_err < self.best_err - self.min_delta:
+      self.best_err, self.evals_since_best = val_err, 0
+    elif self.evals_since_best + 1 < self.patience or self.made >= self.max_drops:
+      self.evals_since_best += 1
+    else:  # the error to beat is reset with the rate: "stopped improving *with the current rate*"
+      self.best_err, self.evals_since_best, self.made = val_err, 0, self.made + 1
+
+  def state(self) -> dict:
+    return {'best_err': self.best_err, 'evals_since_best': self.evals_since_best,
+            'drops': self.made}
+
+  def restore(self, saved: dict) -> None:
+    self.best_err = saved.get('best_err', float('inf'))
+    self.evals_since_best = saved.get('evals_since_best', 0)
+    self.made = saved.get('drops', 0)
 
 
-def step_lr(base_lr: float, at: int, drops: tuple[int, ...], factor: float) -> float:
-  """A reproducible stand-in for the plateau rule: multiply by `factor` at each of `drops`,
-  epochs or steps as `at` counts (Caffe's solver counts steps)."""
-  return base_lr * factor ** sum(at >= d for d in drops)
+def learning_rate(optim_config, steps_per_epoch: int) -> Constant:
+  """The policy `optim.lr_policy` names, in its initial state."""
+  o = optim_config
+  if o.lr_policy == 'plateau':
+    return Plateau(o.base_lr, o.lr_factor, patience=o.plateau_patience,
+                   max_drops=o.max_lr_drops, min_delta=o.plateau_min_delta)
+  if o.lr_policy == 'step':
+    boundaries = (tuple(o.step_steps) if o.step_steps
+                  else tuple(e * steps_per_epoch for e in o.step_epochs))
+    return Steps(o.base_lr, o.lr_factor, boundaries)
+  return Constant(o.base_lr)

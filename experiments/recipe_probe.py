@@ -42,7 +42,7 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import augment, diagnostics, input_pipeline, logs, optim, sources, stats, train
+from alexnet_jax import augment, diagnostics, input_pipeline, logs, sources, stats, train
 from alexnet_jax.model import create_model
 from experiments import machine
 # pylint: enable=g-import-not-at-top
@@ -144,14 +144,12 @@ def run_variant(name: str, v: Variant, base: ml_collections.ConfigDict, source, 
   rows = [{'variant': name, 'step': 0, 'batch': config.batch_size, **_dead(dead)}]
   start = time.perf_counter()
   for i in range(steps):
-    if v.warmup_steps:
-      state = state.replace(opt_state=optim.set_lr(
-          state.opt_state, o.base_lr * min(1.0, (i + 1) / v.warmup_steps)))
+    lr = o.base_lr * (min(1.0, (i + 1) / v.warmup_steps) if v.warmup_steps else 1.0)
     batch = next(batches)
     if v.random_labels:
       batch = {**batch, 'label': relabel(batch['label'], config.model.num_classes, 1 + i)}
     fc8 = state.params['fc8']
-    state, metrics = step_fn(state, batch, dropout_rng, dnorm)
+    state, metrics = step_fn(state, batch, dropout_rng, dnorm, lr)
     new_logits, dead = look(state.params, probe['image'])
     dz = new_logits - logits
     true = lambda z: jnp.take_along_axis(z, probe['label'][:, None], 1)[:, 0] - z.mean(-1)

@@ -139,7 +139,7 @@ def jax_contender(model, crop: int, classes: int, batch: int, resize: int, norm,
   state = TrainState.create(apply_fn=model.apply, params=params,
                             tx=optim.create(0.01, 0.9, 5e-4, False))
   rng, norm = jax.random.key(3), jax.device_put(norm)
-  step = functools.partial(train_step, augment_fn=functools.partial(
+  step = functools.partial(train_step, lr=0.01, augment_fn=functools.partial(
       augment.train_inputs, dtype=model.dtype))
   start = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=0, compiler_options=ops.compiler_options(model)).lower(

@@ -64,14 +64,15 @@ def run(config, mesh, data):
   batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   # The augmentation's float part runs in the step, each row with its own draws.
   step = sharding.jit(functools.partial(train.train_step, augment_fn=augment.train_inputs), mesh,
-                      (state_sharding, batch_sharding, replicated, replicated),
+                      (state_sharding, batch_sharding, replicated, replicated, replicated),
                       (state_sharding, replicated))
   state = jax.device_put(state, state_sharding)
   rng, norm = jax.random.key(1), jax.device_put(normalization(), replicated)
-  hlo = step.lower(state, sharding.shard_batch(data[0], batch_sharding), rng,
-                   norm).compile().as_text()
+  lr = config.optim.base_lr
+  hlo = step.lower(state, sharding.shard_batch(data[0], batch_sharding), rng, norm,
+                   lr).compile().as_text()
   for batch in data:
-    state, _ = step(state, sharding.shard_batch(batch, batch_sharding), rng, norm)
+    state, _ = step(state, sharding.shard_batch(batch, batch_sharding), rng, norm, lr)
   return jax.device_get(state.params), hlo
 
 

@@ -137,7 +137,8 @@ def test_network_forward_and_train_step_match_xla():
   state = jax.eval_shape(lambda p: TrainState.create(
       apply_fn=model.apply, params=p, tx=optim.create(0.01, 0.9, 5e-4, False)), params)
   # The step on images the augmentation has already made, so that only the network counts.
-  network_step = functools.partial(train_step, norm=None, augment_fn=lambda b, norm: b['image'])
+  network_step = functools.partial(train_step, norm=None, lr=0.01,
+                                   augment_fn=lambda b, norm: b['image'])
   step = _xla_flops(network_step, state, {'image': images(batch), 'label': jax.ShapeDtypeStruct(
       (batch,), jnp.int32)}, jax.random.key(0))
   update = 6 * 60_965_224 / batch

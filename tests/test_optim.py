@@ -37,7 +37,7 @@ def test_update_rule_across_a_learning_rate_drop():
   lrs = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001]
   p = params
   for kg, bg, lr in zip(kernel_grads, bias_grads, lrs):
-    state = optim.set_lr(state, lr)
+    state = optim.with_rate(state, lr)
     grads = {'layer': {'kernel': jnp.asarray(kg, jnp.float32),
                        'bias': jnp.asarray(bg, jnp.float32)}}
     updates, state = tx.update(grads, state, p)
@@ -90,33 +90,92 @@ def test_kernels_only_mask():
   assert mask == {'conv1': {'kernel': True, 'bias': False}, 'fc8': {'kernel': True, 'bias': False}}
 
 
+def _plateau(**kw):
+  return optim.Plateau(0.01, 0.1, **{'patience': 2, 'max_drops': 3, 'min_delta': 0.0, **kw})
+
+
 def test_plateau_divides_by_ten_when_validation_error_stops_improving():
-  s = optim.PlateauState(lr=0.01)
-  kw = dict(patience=2, factor=0.1, max_drops=3, min_delta=0.0)
-  lrs = []
+  policy, lrs = _plateau(), []
   for err in [0.9, 0.8, 0.7, 0.7, 0.71,    # two evaluations without improvement: drop
               0.6, 0.65, 0.62,             # drop again
               0.5, 0.5, 0.5,               # third drop
               0.5, 0.5, 0.5, 0.5]:         # at most three
-    s = optim.plateau_update(s, err, **kw)
-    lrs.append(s.lr)
+    policy.evaluated(err)
+    lrs.append(policy.at(step=len(lrs)))
   assert lrs[:4] == [0.01] * 4
   assert lrs[4] == pytest.approx(0.001)
   assert lrs[7] == pytest.approx(1e-4)
   assert lrs[10] == pytest.approx(1e-5)
-  assert lrs[-1] == pytest.approx(1e-5) and s.drops == 3
+  assert lrs[-1] == pytest.approx(1e-5) and policy.drops(0) == 3
+
+
+def test_plateau_needs_more_than_min_delta_to_count_as_improving():
+  policy = _plateau(patience=1, min_delta=0.01)
+  policy.evaluated(0.5)
+  policy.evaluated(0.495)  # better by less than min_delta: no improvement, patience 1: drop
+  assert policy.at(0) == pytest.approx(0.001)
+
+
+def test_plateau_state_saved_and_restored_through_json_decides_alike():
+  """A resumed run makes the decisions an uninterrupted one does: the state goes through the
+  checkpoint's JSON (best error infinite before the first evaluation) and back."""
+  errs = [0.9, 0.8, 0.8, 0.85, 0.7, 0.7, 0.72, 0.69]
+  uninterrupted, rates = _plateau(), []
+  for err in errs:
+    uninterrupted.evaluated(err)
+    rates.append(uninterrupted.at(0))
+  for cut in range(len(errs) + 1):
+    first = _plateau()
+    for err in errs[:cut]:
+      first.evaluated(err)
+    resumed = _plateau()
+    resumed.restore(json.loads(json.dumps(first.state())))
+    for err in errs[cut:]:
+      resumed.evaluated(err)
+    assert resumed.state() == uninterrupted.state(), cut
+    assert resumed.at(0) == rates[-1]
+
+
+def test_a_changed_base_rate_continues_with_the_drops_made():
+  """The resume rule: every policy's rate is the config's base rate after the drops made."""
+  saved = {'lr': 0.01 * 0.1 ** 2, 'best_err': 0.4, 'evals_since_best': 1, 'drops': 2}
+  policy = optim.Plateau(0.001, 0.1, patience=2, max_drops=3, min_delta=0.0)
+  policy.restore(saved)  # an older checkpoint also holds the rate itself: it is not needed
+  assert policy.at(0) == pytest.approx(0.001 * 0.01)
+  assert policy.state() == {'best_err': 0.4, 'evals_since_best': 1, 'drops': 2}
+  steps = optim.Steps(0.001, 0.1, (10, 20))
+  steps.restore(saved)
+  assert steps.at(25) == pytest.approx(0.001 * 0.01) and steps.drops(25) == 2
 
 
 def test_step_policy():
-  assert [optim.step_lr(0.01, e, (30, 60, 80), 0.1) for e in (0, 29, 30, 61, 89)] == \
+  config = imagenette.get_config().optim
+  config.lr_policy, config.base_lr, config.lr_factor = 'step', 0.01, 0.1
+  config.step_epochs, config.step_steps = (30, 60, 80), ()
+  policy = optim.learning_rate(config, steps_per_epoch=10)
+  assert [policy.at(10 * e) for e in (0, 29, 30, 61, 89)] == \
       pytest.approx([0.01, 0.01, 0.001, 1e-4, 1e-5])
+  assert policy.at(299) == pytest.approx(0.01)
+  assert policy.state() == {}
 
 
 def test_step_policy_in_steps_drops_at_caffes_iterations():
   """Caffe's 'step' policy: base_lr * gamma ^ floor(iter / stepsize), iter counted from 0."""
-  drops = (100_000, 200_000, 300_000, 400_000)
+  config = imagenette.get_config().optim
+  config.lr_policy, config.base_lr, config.lr_factor = 'step', 0.01, 0.1
+  config.step_steps = (100_000, 200_000, 300_000, 400_000)
+  policy = optim.learning_rate(config, steps_per_epoch=7)  # steps, whatever an epoch is
   for step in (0, 99_999, 100_000, 250_000, 449_999):
-    assert optim.step_lr(0.01, step, drops, 0.1) == pytest.approx(0.01 * 0.1 ** (step // 100_000))
+    assert policy.at(step) == pytest.approx(0.01 * 0.1 ** (step // 100_000))
+
+
+def test_constant_policy_ignores_evaluations():
+  config = imagenette.get_config().optim
+  config.lr_policy, config.base_lr = 'constant', 0.003
+  policy = optim.learning_rate(config, steps_per_epoch=7)
+  for err in (0.5, 0.5, 0.5, 0.5, 0.5):
+    policy.evaluated(err)
+  assert policy.at(10**6) == 0.003
 
 
 def test_bias_lr_scale_doubles_the_biases_rate_alone():
@@ -130,7 +189,7 @@ def test_bias_lr_scale_doubles_the_biases_rate_alone():
   grads = {'kernel': _grads(4, (4, 3), seed=20), 'bias': _grads(4, (3,), seed=30)}
   lrs = [0.01, 0.01, 0.001, 0.001]
   for t, lr in enumerate(lrs):
-    state = optim.set_lr(state, lr)
+    state = optim.with_rate(state, lr)
     g = {'fc7': {k: jnp.asarray(v[t], jnp.float32) for k, v in grads.items()}}
     updates, state = tx.update(g, state, p)
     p = optax.apply_updates(p, updates)
@@ -154,7 +213,7 @@ def test_fc8_lr_scale_scales_the_output_layer_rate_alone(scale):
            for i, name in enumerate(('fc7', 'fc8'))}
   lrs = [0.01, 0.01, 0.01, 0.001, 0.001]
   for t, lr in enumerate(lrs):
-    state = optim.set_lr(state, lr)
+    state = optim.with_rate(state, lr)
     g = {n: {k: jnp.asarray(v[t], jnp.float32) for k, v in layer.items()}
          for n, layer in grads.items()}
     updates, state = tx.update(g, state, p)

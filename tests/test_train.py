@@ -67,7 +67,8 @@ def test_a_step_descends_on_its_batch():
   eval_step = jax.jit(functools.partial(train.eval_step, view_fn=lambda x, norm: x))
   loss = lambda s: float(eval_step(s, input_pipeline.pad_batch(batch, 8), None)['loss'])
   before = loss(state)
-  step = functools.partial(train.train_step, norm=None, augment_fn=lambda b, norm: b['image'])
+  step = functools.partial(train.train_step, norm=None, lr=1e-3,
+                           augment_fn=lambda b, norm: b['image'])
   after, metrics = jax.jit(step)(state, batch, jax.random.key(1))
   assert bool(metrics['finite']) and float(metrics['loss']) == pytest.approx(before / 8, rel=1e-5)
   assert loss(after) < before
@@ -212,17 +213,23 @@ def test_evaluate_runs_the_agreed_number_of_batches_padding_a_short_share():
   assert metrics['loss'] == pytest.approx(float(expected['loss']) / 11, rel=1e-5)
 
 
-def test_resume_rule_for_a_changed_base_lr(caplog):
-  """Every policy continues from the config's base rate with the drops already made."""
-  o = small_config('/x', '/y').optim
-  o.base_lr, o.lr_factor = 0.001, 0.1
-  saved = optim.PlateauState(lr=0.01 * 0.1 ** 2, best_err=0.4, evals_since_best=1, drops=2)
+def test_the_plateau_policy_resumes_with_its_drops_and_the_new_base_rate(shapes_dir, tmp_path,
+                                                                         caplog):
+  """The learning-rate policy's state travels in the checkpoint, and a resumed run with another
+  optim.base_lr continues at that rate after the drops already made."""
+  config = small_config(shapes_dir, str(tmp_path / 'cache'))
+  config.num_train_steps, config.eval_every_steps, config.log_every_steps = 3, 1, 1
+  o = config.optim
+  # Only the first evaluation improves (on no error at all): each later one drops the rate.
+  o.lr_policy, o.plateau_patience, o.plateau_min_delta, o.lr_factor = 'plateau', 1, 1.0, 0.1
+  o.base_lr = 0.01
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  o.base_lr, config.num_train_steps = 0.001, 4
   with caplog.at_level('WARNING'):
-    policy = train.resumed_policy(saved, 0.01, o)
-  assert policy.lr == pytest.approx(0.001 * 0.01)
-  assert (policy.best_err, policy.evals_since_best, policy.drops) == (0.4, 1, 2)
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert 'optim.base_lr is 0.001, the checkpoint was trained with 0.01' in caplog.text
-  assert train.resumed_policy(saved, 0.001, o).lr == pytest.approx(0.001 * 0.01)
+  rates = [r['lr'] for r in _records(tmp_path / 'run', 'train')]
+  assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001 * 0.01], rel=1e-6)
 
 
 def test_the_implementation_may_change_on_resume(shapes_dir, tmp_path):
