@@ -19,10 +19,8 @@ anywhere Orbax reads (gs://...).
 """
 
 import dataclasses
-import errno
 import json
 import os
-import shutil
 import time
 
 import grain
@@ -35,8 +33,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from alexnet_jax import disk
 from alexnet_jax.errors import CheckpointError
-from alexnet_jax.logs import os_error_code
 from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
@@ -54,14 +52,6 @@ _RETIRED = ('split_towers', 'space_to_depth')
 ADDED_FIELDS = {'optim.fc8_lr_scale': 1.0, 'optim.bias_lr_scale': 1.0,
                 'model.positive_bias': 1.0, 'model.lrn_across_towers': False,
                 'model.hidden_fc_init_std': None}
-
-_NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
-             errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
-                          '(ulimit -f)'}
-_NO_ACCESS = {errno.EROFS: 'the file system is read-only',
-              errno.EACCES: 'this user may not write there',
-              errno.EPERM: 'this user may not write there'}
-
 
 def absolute(workdir: str) -> str:
   """Orbax writes arrays only to absolute paths; gs:// and other URLs pass as given."""
@@ -93,7 +83,7 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   try:
     return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
   except Exception as e:  # pylint: disable=broad-except  (Orbax wraps OSError in ValueError)
-    if (code := os_error_code(e)) is None:
+    if (code := disk.os_error_code(e)) is None:
       raise
     raise CheckpointError(f'Cannot create the checkpoint folder {directory}: '
                           f'{os.strerror(code)}. Use a --workdir this user can write to.') from e
@@ -148,68 +138,15 @@ def _verify(expected: dict | None, tree, item: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_error(mgr: ocp.CheckpointManager, step: int | None,
-                 exc: BaseException) -> CheckpointError | None:
-  """The CheckpointError for a write that the file system refused, or None for another error."""
-  code = os_error_code(exc)
-  if code not in _NO_SPACE and code not in _NO_ACCESS:
-    return None
-  if code in _NO_SPACE:
-    todo = ('Free space there (or lower --config.keep_checkpoints, or use a --workdir on a '
-            'larger disk)')
-  else:
-    todo = 'Make the folder writable for this user (or use another --workdir)'
-  mgr.reload()  # what is finalized on disk, without the step that failed
-  intact = mgr.latest_step()
-  resume = (f'it resumes from step {intact}, the newest checkpoint, which is intact'
-            if intact is not None else 'no earlier checkpoint exists, so it starts over')
-  why = {**_NO_SPACE, **_NO_ACCESS}[code]
-  return CheckpointError(
-      f'Checkpoint step {step} could not be written to {mgr.directory}: {why} '
-      f'({os.strerror(code)}). {todo}, then run the same command again: {resume}.')
-
-
 def _wait(mgr: ocp.CheckpointManager) -> None:
   """Waits for the save in flight; a write the file system refused raises CheckpointError."""
   in_flight = mgr.latest_step()  # Orbax lists a step as soon as its save starts
   try:
     mgr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
-    if err := _write_error(mgr, in_flight, e):
+    if err := disk.write_error(mgr, in_flight, e):
       raise err from e
     raise
-
-
-def _folder_bytes(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(root, f))
-             for root, _, files in os.walk(path) for f in files)
-
-
-def _on_process_0(value):
-  """Process 0's `value` on every process, so that all of them decide alike."""
-  if jax.process_count() == 1:
-    return value
-  return multihost_utils.broadcast_one_to_all(value)
-
-
-def _check_space(mgr: ocp.CheckpointManager, step: int) -> None:
-  """Refuses a save that cannot fit: on local disks, the free space against the size of the
-  newest checkpoint, which the new one will match."""
-  latest = mgr.latest_step()
-  if latest is None or '://' in str(mgr.directory):
-    return
-  mib = np.zeros(2, np.int32)  # free, needed; in MiB, as JAX's default integers are 32 bits
-  if jax.process_index() == 0:
-    mib[:] = (shutil.disk_usage(str(mgr.directory)).free // 2**20,
-              -(-_folder_bytes(str(mgr.directory / str(latest))) // 2**20))
-  free, need = (int(v) for v in _on_process_0(mib))
-  if free < need:
-    raise CheckpointError(
-        f'Checkpoint step {step} was not written: {free} MiB are free on the disk of '
-        f'{mgr.directory}, and a checkpoint takes {need} MiB (step {latest}). Free space there '
-        '(or lower --config.keep_checkpoints, or use a --workdir on a larger disk), then run the '
-        f'same command again: it resumes from step {latest}, the newest checkpoint, which is '
-        'intact.')
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
@@ -224,7 +161,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.Co
   background write is waited for first).
   """
   _wait(mgr)
-  _check_space(mgr, step)
+  disk.check_space(mgr, step)
   sums = {'state': checksums(state)}
   items = dict(state=ocp.args.StandardSave(state),
                config=ocp.args.JsonSave(json.loads(config.to_json())))
@@ -242,7 +179,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.Co
     if wait:
       mgr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
-    if err := _write_error(mgr, step, e):
+    if err := disk.write_error(mgr, step, e):
       raise err from e
     raise
   return saved

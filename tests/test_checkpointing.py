@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import alexnet_jax
-from alexnet_jax import checkpointing, evaluate, export, logs, sharding, train
+from alexnet_jax import checkpointing, disk, evaluate, export, logs, sharding, train
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.model import create_model
 from alexnet_jax.stats import Normalization
@@ -208,7 +208,7 @@ def test_a_refused_write_is_one_line_and_the_earlier_checkpoint_resumes(tmp_path
 def test_a_save_that_cannot_fit_is_refused_before_writing(synthetic_run, tmp_path, monkeypatch):
   workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
   mgr = checkpointing.manager(str(workdir), keep=5)
-  monkeypatch.setattr(checkpointing.shutil, 'disk_usage',
+  monkeypatch.setattr(disk.shutil, 'disk_usage',
                       lambda path: types.SimpleNamespace(total=10**9, used=10**9, free=10_000))
   with pytest.raises(CheckpointError, match=r'step 4 was not written: 0 MiB are free.*resumes '
                                             'from step 3'):
@@ -225,10 +225,10 @@ def test_os_errors_are_read_from_orbax_and_tensorstore_messages():
                            "439641 bytes to file 4: No space left on device [os_error_code='28']")
   wrapped = RuntimeError('save failed')
   wrapped.__cause__ = tensorstore
-  assert logs.os_error_code(wrapped) == 28
-  assert logs.os_error_code(PermissionError(13, 'Permission denied')) == 13
-  assert logs.os_error_code(ValueError('Read-only file system')) == 30
-  assert logs.os_error_code(ValueError('shape mismatch')) is None
+  assert disk.os_error_code(wrapped) == 28
+  assert disk.os_error_code(PermissionError(13, 'Permission denied')) == 13
+  assert disk.os_error_code(ValueError('Read-only file system')) == 30
+  assert disk.os_error_code(ValueError('shape mismatch')) is None
 
 
 # --- A checkpoint written on two devices, read on one ----------------------------------------
