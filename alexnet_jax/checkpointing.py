@@ -21,24 +21,20 @@ anywhere Orbax reads (gs://...).
 import dataclasses
 import json
 import os
-import time
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
-from alexnet_jax import disk
+from alexnet_jax import checksums, damage, disk
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
-DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
 
 # Config sections that change what a checkpoint's numbers mean: resuming with other values would
 # silently continue a different experiment.
@@ -90,50 +86,6 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checksums: Orbax stores the arrays' bytes without one, and flipped bytes read back as numbers.
-# ---------------------------------------------------------------------------------------------
-
-
-def _fingerprint(x: jax.Array) -> jax.Array:
-  """A 32-bit sum of the array's bits, each word weighted by an odd number that depends on its
-  position: changing any one element changes it. Computed where the array lies, shards too."""
-  if x.dtype == jnp.bool_:
-    words = x.astype(jnp.uint32)
-  elif x.dtype.itemsize >= 4:
-    words = jax.lax.bitcast_convert_type(x, jnp.uint32)
-  else:
-    words = jax.lax.bitcast_convert_type(x, jnp.dtype(f'uint{8 * x.dtype.itemsize}'))
-    words = words.astype(jnp.uint32)
-  index, stride = jnp.zeros(words.shape, jnp.uint32), 1
-  for dim in reversed(range(words.ndim)):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, dim) * np.uint32(stride)
-    stride *= words.shape[dim]
-  return jnp.sum((words ^ (index * np.uint32(0x9E3779B9))) * (2 * index + 1), dtype=jnp.uint32)
-
-
-_fingerprints = jax.jit(lambda tree: jax.tree.map(_fingerprint, tree))
-
-
-def checksums(tree) -> dict[str, str]:
-  """{'params/conv1/kernel': '1a2b3c4d', ...}: a fingerprint of every array of `tree`."""
-  prints = _fingerprints(tree)
-  return {jax.tree_util.keystr(path, simple=True, separator='/'):
-          f'{int(np.asarray(value.addressable_data(0))):08x}'
-          for path, value in jax.tree_util.tree_flatten_with_path(prints)[0]}
-
-
-def _verify(expected: dict | None, tree, item: str) -> None:
-  """Raises _Damaged if an array of `tree` differs from the one that was saved."""
-  if not expected:  # a checkpoint written before checksums were recorded
-    return
-  got = checksums(tree)
-  bad = [k for k, v in expected.items() if got.get(k) != v]
-  if bad:
-    raise _Damaged(f'{item}: {len(bad)} array(s) differ from what was saved (checksum of '
-                   f'{", ".join(bad[:3])}{" ..." if len(bad) > 3 else ""})')
-
-
-# ---------------------------------------------------------------------------------------------
 # Saving.
 # ---------------------------------------------------------------------------------------------
 
@@ -162,12 +114,12 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.Co
   """
   _wait(mgr)
   disk.check_space(mgr, step)
-  sums = {'state': checksums(state)}
+  sums = {'state': checksums.compute(state)}
   items = dict(state=ocp.args.StandardSave(state),
                config=ocp.args.JsonSave(json.loads(config.to_json())))
   if norm is not None:
     norm = dataclasses.asdict(norm)
-    sums['norm'] = checksums(norm)
+    sums['norm'] = checksums.compute(norm)
     items['norm'] = ocp.args.StandardSave(norm)
   items['meta'] = ocp.args.JsonSave({**meta, 'checksums': sums})
   if data_iter is not None:
@@ -205,63 +157,6 @@ def best(mgr: ocp.CheckpointManager) -> tuple[int, float] | None:
 # ---------------------------------------------------------------------------------------------
 # Restoring.
 # ---------------------------------------------------------------------------------------------
-
-
-class _Damaged(Exception):
-  """A checkpoint that does not read back completely; the message says why."""
-
-
-def _summary(exc: BaseException) -> str:
-  """The innermost cause's type and first line: TensorStore's own words, without its spec."""
-  while exc.__cause__ is not None or exc.__context__ is not None:
-    exc = exc.__cause__ or exc.__context__
-  text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
-  text = f'{type(exc).__name__}: {text.splitlines()[0] if text else ""}'
-  return text if len(text) <= 300 else text[:297] + '...'
-
-
-class _Unreadable(CheckpointError):
-  """A checkpoint that could not be read for a reason that is no evidence of damage."""
-
-
-# What Orbax, TensorStore and json raise for a file that is missing, truncated or not what was
-# written: evidence of damage. Anything else (a permission, a network file system's hiccup,
-# memory) says nothing about the files.
-_DAMAGE_CODES = ('NOT_FOUND', 'OUT_OF_RANGE', 'DATA_LOSS')
-_RETRY_SECONDS = (1.0, 4.0)  # waits before the second and third tries of an unreadable item
-
-
-def _is_damage(exc: BaseException) -> bool:
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    text = str(exc)
-    if (isinstance(exc, (FileNotFoundError, json.JSONDecodeError))
-        or (isinstance(exc, KeyError) and 'was not found in the checkpoint' in text)
-        or any(code in text for code in _DAMAGE_CODES)):
-      return True
-    exc = exc.__cause__ or exc.__context__
-  return False
-
-
-def _restore(mgr: ocp.CheckpointManager, step: int, item: str, args):
-  """One item of a checkpoint. A missing, truncated or undecodable file is _Damaged; any other
-  failure is tried again, then is _Unreadable, a CheckpointError naming the checkpoint."""
-  for wait in (*_RETRY_SECONDS, None):
-    try:
-      return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
-    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many)
-      if _is_damage(e):
-        raise _Damaged(f'{item}: {_summary(e)}') from e
-      if wait is None:
-        raise _Unreadable(
-            f'Checkpoint step {step} in {mgr.directory} could not be read ({item}: '
-            f'{_summary(e)}), {len(_RETRY_SECONDS) + 1} times. That is no sign of damage, so '
-            'nothing was moved: fix the cause (permissions, the file system, memory), then run '
-            'the same command again.') from e
-      logging.warning('Reading %s of checkpoint step %d failed (%s); trying again in %g s.',
-                      item, step, _summary(e), wait)
-      time.sleep(wait)
 
 
 def _has(mgr: ocp.CheckpointManager, step: int, item: str) -> bool:
@@ -315,14 +210,15 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str)
 def _read_for_training(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
   """(state, meta) of one step, every item read and checked; `data_iter` is moved last, once
   the rest has read back, so a damaged checkpoint leaves it where it was."""
-  meta = dict(_restore(mgr, step, 'meta', ocp.args.JsonRestore()) or {})
+  meta = dict(damage.read(mgr, step, 'meta', ocp.args.JsonRestore()) or {})
   sums = meta.pop('checksums', {})
-  state = _restore(mgr, step, 'state', ocp.args.StandardRestore(abstract_state))
-  _verify(sums.get('state'), state, 'state')
+  state = damage.read(mgr, step, 'state', ocp.args.StandardRestore(abstract_state))
+  checksums.verify(sums.get('state'), state, 'state')
   if _has(mgr, step, 'norm'):
-    _verify(sums.get('norm'), _restore(mgr, step, 'norm', ocp.args.StandardRestore()), 'norm')
+    norm = damage.read(mgr, step, 'norm', ocp.args.StandardRestore())
+    checksums.verify(sums.get('norm'), norm, 'norm')
   if data_iter is not None:
-    _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
+    damage.read(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
   return state, meta
 
 
@@ -331,53 +227,9 @@ def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter=Non
   land on the shardings of `abstract_state`, whatever devices the checkpoint was written on."""
   try:
     return _read_for_training(mgr, step, abstract_state, data_iter)
-  except _Damaged as e:
+  except damage.Damaged as e:
     raise CheckpointError(f'Checkpoint step {step} in {mgr.directory} does not read back: {e}. '
                           'Resume from another step, or move this one aside.') from e
-
-
-def _anywhere(flag: bool) -> bool:
-  """Whether `flag` holds on any process."""
-  return not _everywhere(not flag)
-
-
-def _everywhere(ok: bool) -> bool:
-  """Whether `ok` holds on every process (a damaged shard may be read by one process only)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
-
-
-def _set_aside(mgr: ocp.CheckpointManager, steps) -> dict[int, str]:
-  """Moves the step folders to <workdir>/checkpoints_damaged/ (process 0 does, the others wait),
-  so that Orbax no longer lists them and a later save of the same step can be written."""
-  moved = {}
-  if jax.process_index() == 0:
-    damaged = mgr.directory.parent / DAMAGED
-    for step in steps:
-      target, n = damaged / str(step), 1
-      while target.exists():
-        target, n = damaged / f'{step}.{n}', n + 1
-      try:
-        damaged.mkdir(parents=True, exist_ok=True)
-        (mgr.directory / str(step)).rename(target)
-        moved[step] = f'was moved to {target}'
-      except OSError as e:
-        moved[step] = (f'could not be moved to {target} ({e.strerror or e}); move it by '
-                       'hand')
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('alexnet_jax: damaged checkpoints set aside')
-  mgr.reload()
-  return moved
-
-
-def _stop_if_unreadable(mgr: ocp.CheckpointManager, step: int,
-                        unreadable: '_Unreadable | None') -> None:
-  """Raises on every process, with nothing moved, if any process could not read `step`."""
-  if _anywhere(unreadable is not None):
-    raise unreadable or _Unreadable(f'Checkpoint step {step} in {mgr.directory} could not be '
-                                    'read by another process (its log says why); nothing was '
-                                    'moved.')
 
 
 def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collections.ConfigDict,
@@ -399,33 +251,33 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
   for step in sorted(mgr.all_steps(), reverse=True):
     why, unreadable = 'another process could not read it', None
     try:
-      saved = _restore(mgr, step, 'config', ocp.args.JsonRestore())
+      saved = damage.read(mgr, step, 'config', ocp.args.JsonRestore())
       check_compatible(saved, config, workdir)
       state, meta = _read_for_training(mgr, step, abstract_state, None)
       ok = True
-    except _Damaged as e:
+    except damage.Damaged as e:
       ok, why = False, str(e)
-    except _Unreadable as e:
+    except damage.Unreadable as e:
       ok, unreadable = False, e
-    _stop_if_unreadable(mgr, step, unreadable)
+    damage.stop_if_unreadable(mgr, step, unreadable)
     # Processes enter each Orbax restore together (it ends in a barrier): the iterator's
     # position, the one item each process reads a different file of, only once all have the rest.
     # Written by another number of processes, it does not apply: the caller places the input.
-    writers = _input_writers(mgr, step) if _everywhere(ok) else None
+    writers = _input_writers(mgr, step) if damage.everywhere(ok) else None
     if writers not in (None, jax.process_count()):
       meta['input_processes'] = writers
-    elif _everywhere(ok) and data_iter is not None:
+    elif damage.everywhere(ok) and data_iter is not None:
       try:
-        _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
-      except _Damaged as e:
+        damage.read(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
+      except damage.Damaged as e:
         ok, why = False, str(e)
-      except _Unreadable as e:
+      except damage.Unreadable as e:
         unreadable = e
-      _stop_if_unreadable(mgr, step, unreadable)
-    if not _everywhere(ok):
+      damage.stop_if_unreadable(mgr, step, unreadable)
+    if not damage.everywhere(ok):
       damaged[step] = why
       continue
-    moved = _set_aside(mgr, damaged) if damaged else {}
+    moved = damage.set_aside(mgr, damaged) if damaged else {}
     for s, reason in damaged.items():
       logging.warning('Checkpoint step %d (%s) does not read back: %s. It %s; resuming from '
                       'step %d.', s, mgr.directory / str(s), reason,
@@ -477,14 +329,14 @@ def _read_for_load(mgr: ocp.CheckpointManager, step: int) -> dict:
   """Every item but the iterator's position, checked; the arrays go onto this process's first
   device where the devices the checkpoint was written on are not all here."""
   here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = {'config': _restore(mgr, step, 'config', ocp.args.JsonRestore()),
-              'meta': dict(_restore(mgr, step, 'meta', ocp.args.JsonRestore()) or {})}
+  restored = {'config': damage.read(mgr, step, 'config', ocp.args.JsonRestore()),
+              'meta': dict(damage.read(mgr, step, 'meta', ocp.args.JsonRestore()) or {})}
   sums = restored['meta'].pop('checksums', {})
-  restored['state'] = _restore(mgr, step, 'state', ocp.args.StandardRestore(fallback_sharding=here))
-  _verify(sums.get('state'), restored['state'], 'state')
+  restored['state'] = damage.read(mgr, step, 'state', ocp.args.StandardRestore(fallback_sharding=here))
+  checksums.verify(sums.get('state'), restored['state'], 'state')
   if _has(mgr, step, 'norm'):
-    restored['norm'] = _restore(mgr, step, 'norm', ocp.args.StandardRestore())
-    _verify(sums.get('norm'), restored['norm'], 'norm')
+    restored['norm'] = damage.read(mgr, step, 'norm', ocp.args.StandardRestore())
+    checksums.verify(sums.get('norm'), restored['norm'], 'norm')
   return restored
 
 
@@ -518,7 +370,7 @@ def load(path: str, step: int | str | None = None) -> Loaded:
       try:
         restored = _read_for_load(mgr, found)
         break
-      except _Damaged as e:
+      except damage.Damaged as e:
         damaged[found] = str(e)
     else:
       listed = '; '.join(f'step {s}: {why}' for s, why in damaged.items())

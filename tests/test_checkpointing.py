@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import alexnet_jax
-from alexnet_jax import checkpointing, disk, evaluate, export, logs, sharding, train
+from alexnet_jax import checkpointing, damage, disk, evaluate, export, logs, sharding, train
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.model import create_model
 from alexnet_jax.stats import Normalization
@@ -366,7 +366,7 @@ def _failing_restore(monkeypatch, error, times):
     return real(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ocp.CheckpointManager, 'restore', restore)
-  monkeypatch.setattr(checkpointing, '_RETRY_SECONDS', (0.0, 0.0))
+  monkeypatch.setattr(damage, '_RETRY_SECONDS', (0.0, 0.0))
   return calls
 
 
