@@ -30,24 +30,16 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from alexnet_jax import checksums, damage, disk
+from alexnet_jax import checksums, damage, disk, migrations
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
+# Whether a run may resume from a checkpoint's config, and the fields older configs lack, which
+# a fine-tune fills in too: part of what a checkpoint is, kept in migrations.py.
+check_compatible = migrations.check_compatible
+ADDED_FIELDS = migrations.ADDED_FIELDS
 
-# Config sections that change what a checkpoint's numbers mean: resuming with other values would
-# silently continue a different experiment.
-_MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
-               'optim.fc8_lr_scale', 'optim.bias_lr_scale', 'data.resize_size', 'data.crop_size',
-               'batch_size', 'seed', 'data.workers')  # the input position is saved per worker process
-# Fields older checkpoints hold that no longer exist: switches of the implementation, which is
-# not part of a model's identity (the top-level `implementation` field chooses it now).
-_RETIRED = ('split_towers', 'space_to_depth')
-# Fields added after checkpoints were written, with the value their older code behaved as.
-ADDED_FIELDS = {'optim.fc8_lr_scale': 1.0, 'optim.bias_lr_scale': 1.0,
-                'model.positive_bias': 1.0, 'model.lrn_across_towers': False,
-                'model.hidden_fc_init_std': None}
 
 def absolute(workdir: str) -> str:
   """Orbax writes arrays only to absolute paths; gs:// and other URLs pass as given."""
@@ -175,38 +167,6 @@ def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
   return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
-  return out
-
-
-def _current(saved: dict) -> dict:
-  """A saved config without the fields that no longer exist."""
-  model = {k: v for k, v in saved.get('model', {}).items() if k not in _RETIRED}
-  return {**saved, 'model': model} if 'model' in saved else dict(saved)
-
-
-def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
-  """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
-  old, new = _flatten(_current(saved)), _flatten(json.loads(config.to_json()))
-  old.update({k: v for k, v in ADDED_FIELDS.items() if k in new and k not in old})
-  diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
-           for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k)
-           and any(k == p or k.startswith(p + '.') for p in _MUST_MATCH)]
-  if diffs:
-    raise CheckpointError(
-        f'The checkpoint in {where} was written by a different config ({"; ".join(diffs[:6])}'
-        f'{" ..." if len(diffs) > 6 else ""}), so this run cannot resume from it. Use a new '
-        '--workdir for the new config, or run with the config stored beside the checkpoint '
-        '(checkpoints/<step>/config).')
-
-
 def _read_for_training(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
   """(state, meta) of one step, every item read and checked; `data_iter` is moved last, once
   the rest has read back, so a damaged checkpoint leaves it where it was."""
@@ -252,7 +212,7 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
     why, unreadable = 'another process could not read it', None
     try:
       saved = damage.read(mgr, step, 'config', ocp.args.JsonRestore())
-      check_compatible(saved, config, workdir)
+      migrations.check_compatible(saved, config, workdir)
       state, meta = _read_for_training(mgr, step, abstract_state, None)
       ok = True
     except damage.Damaged as e:
@@ -386,6 +346,6 @@ def load(path: str, step: int | str | None = None) -> Loaded:
   if 'norm' in restored:
     norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in restored['norm'].items()})
   meta = restored['meta']
-  return Loaded(params=params, config=ml_collections.ConfigDict(_current(restored['config'])),
+  return Loaded(params=params, config=ml_collections.ConfigDict(migrations.without_retired(restored['config'])),
                 class_names=tuple(meta.get('class_names', ())), norm=norm, step=found,
                 path=str(directory / str(found)), decoder=meta.get('decoder'))

@@ -20,7 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 import alexnet_jax
-from alexnet_jax import checkpointing, damage, disk, evaluate, export, logs, sharding, train
+from alexnet_jax import (checkpointing, damage, disk, evaluate, export, logs, migrations, sharding,
+                         train)
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.model import create_model
 from alexnet_jax.stats import Normalization
@@ -145,8 +146,8 @@ def test_the_implementation_is_not_part_of_a_checkpoints_identity():
   saved['model'].update(split_towers=False, space_to_depth=True)
   config = default.get_config()
   config.implementation = 'plain'
-  checkpointing.check_compatible(saved, config, 'old')
-  assert 'split_towers' not in checkpointing._current(saved)['model']
+  migrations.check_compatible(saved, config, 'old')
+  assert 'split_towers' not in migrations.without_retired(saved)['model']
 
 
 def test_load_reads_the_newest_checkpoint_that_reads_back(trained_workdir, tmp_path, caplog):
