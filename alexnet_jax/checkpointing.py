@@ -167,29 +167,23 @@ def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
   return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 
 
-def _read_for_training(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
-  """(state, meta) of one step, every item read and checked; `data_iter` is moved last, once
-  the rest has read back, so a damaged checkpoint leaves it where it was."""
+def _read(mgr: ocp.CheckpointManager, step: int, abstract_state=None):
+  """(state, meta, norm) of one step, every array checked against the checksum its save
+  recorded (norm None where the checkpoint has none): training and `load` trust the same
+  evidence. The arrays land on the shardings of `abstract_state`; without one, onto this
+  process's first device where the devices the checkpoint was written on are not all here."""
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = ocp.args.StandardRestore(abstract_state,
+                                    fallback_sharding=here if abstract_state is None else None)
   meta = dict(damage.read(mgr, step, 'meta', ocp.args.JsonRestore()) or {})
   sums = meta.pop('checksums', {})
-  state = damage.read(mgr, step, 'state', ocp.args.StandardRestore(abstract_state))
+  state = damage.read(mgr, step, 'state', target)
   checksums.verify(sums.get('state'), state, 'state')
+  norm = None
   if _has(mgr, step, 'norm'):
     norm = damage.read(mgr, step, 'norm', ocp.args.StandardRestore())
     checksums.verify(sums.get('norm'), norm, 'norm')
-  if data_iter is not None:
-    damage.read(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
-  return state, meta
-
-
-def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
-  """Returns (state, meta) and moves `data_iter` to where the checkpoint left it. The arrays
-  land on the shardings of `abstract_state`, whatever devices the checkpoint was written on."""
-  try:
-    return _read_for_training(mgr, step, abstract_state, data_iter)
-  except damage.Damaged as e:
-    raise CheckpointError(f'Checkpoint step {step} in {mgr.directory} does not read back: {e}. '
-                          'Resume from another step, or move this one aside.') from e
+  return state, meta, norm
 
 
 def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collections.ConfigDict,
@@ -213,7 +207,7 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
     try:
       saved = damage.read(mgr, step, 'config', ocp.args.JsonRestore())
       migrations.check_compatible(saved, config, workdir)
-      state, meta = _read_for_training(mgr, step, abstract_state, None)
+      state, meta, _ = _read(mgr, step, abstract_state)
       ok = True
     except damage.Damaged as e:
       ok, why = False, str(e)
@@ -274,7 +268,7 @@ class Loaded:
 def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
   """(the folder of numbered steps, the step `path` names or None) for a workdir, its
   checkpoints/ folder, or one step's folder."""
-  folder = epath.Path(path if '://' in path else os.path.abspath(os.path.expanduser(path)))
+  folder = epath.Path(absolute(path))
   if (folder / 'checkpoints').is_dir():
     return folder / 'checkpoints', None
   if folder.name.isdigit() and (folder / 'config').exists():
@@ -283,21 +277,6 @@ def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
     return folder, None
   raise CheckpointError(f'{path} does not exist. Give a training run\'s --workdir, its '
                         'checkpoints/ folder or one checkpoint\'s folder (checkpoints/<step>).')
-
-
-def _read_for_load(mgr: ocp.CheckpointManager, step: int) -> dict:
-  """Every item but the iterator's position, checked; the arrays go onto this process's first
-  device where the devices the checkpoint was written on are not all here."""
-  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = {'config': damage.read(mgr, step, 'config', ocp.args.JsonRestore()),
-              'meta': dict(damage.read(mgr, step, 'meta', ocp.args.JsonRestore()) or {})}
-  sums = restored['meta'].pop('checksums', {})
-  restored['state'] = damage.read(mgr, step, 'state', ocp.args.StandardRestore(fallback_sharding=here))
-  checksums.verify(sums.get('state'), restored['state'], 'state')
-  if _has(mgr, step, 'norm'):
-    restored['norm'] = damage.read(mgr, step, 'norm', ocp.args.StandardRestore())
-    checksums.verify(sums.get('norm'), restored['norm'], 'norm')
-  return restored
 
 
 def load(path: str, step: int | str | None = None) -> Loaded:
@@ -328,7 +307,8 @@ def load(path: str, step: int | str | None = None) -> Loaded:
     damaged = {}
     for found in [step] if step is not None else sorted(steps, reverse=True):
       try:
-        restored = _read_for_load(mgr, found)
+        config = damage.read(mgr, found, 'config', ocp.args.JsonRestore())
+        state, meta, norm = _read(mgr, found)
         break
       except damage.Damaged as e:
         damaged[found] = str(e)
@@ -341,11 +321,9 @@ def load(path: str, step: int | str | None = None) -> Loaded:
   for s, why in damaged.items():
     logging.warning('Checkpoint step %d (%s) does not read back: %s. Reading step %d instead.',
                     s, directory / str(s), why, found)
-  params = jax.tree.map(np.asarray, restored['state']['params'])
-  norm = None
-  if 'norm' in restored:
-    norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in restored['norm'].items()})
-  meta = restored['meta']
-  return Loaded(params=params, config=ml_collections.ConfigDict(migrations.without_retired(restored['config'])),
+  if norm is not None:
+    norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in norm.items()})
+  config = ml_collections.ConfigDict(migrations.without_retired(config))
+  return Loaded(params=jax.tree.map(np.asarray, state['params']), config=config,
                 class_names=tuple(meta.get('class_names', ())), norm=norm, step=found,
                 path=str(directory / str(found)), decoder=meta.get('decoder'))
