@@ -3,19 +3,25 @@ training set's statistics (mean image and PCA, so that the checkpoint alone can 
 and the input iterator's position, saved together and atomically (Orbax finalizes a step only
 once every item is written, so an interrupted save leaves no half-written checkpoint behind).
 
-What can go wrong on disk is answered here, with the earlier checkpoints kept:
+Held here, the Orbax wiring: the manager (the newest checkpoints kept, and the best), `save` and
+`finish`, `restore_newest` for a run that resumes, and `load`, which reads a checkpoint back
+without the training machinery, onto whatever devices this process has: from a workdir, its
+`checkpoints/` folder or one step's folder, on local disk or anywhere Orbax reads (gs://...).
+Both read a step with one reader, so that a run and a notebook trust the same evidence.
+
+What can go wrong on disk is answered with the earlier checkpoints kept:
   * a write that fails (a full disk, a quota, a read-only or foreign folder) stops the run with
-    one CheckpointError naming the step, the reason and the newest intact checkpoint;
+    one CheckpointError naming the step, the reason and the newest intact checkpoint, and a save
+    that cannot fit is refused before it starts (disk.py);
   * a checkpoint that shows damage (a truncated or missing file, a missing item, flipped bytes:
-    `save` records a checksum of every array, as Orbax checksums none of the data) is set aside
-    into `<workdir>/checkpoints_damaged/` and the run resumes from the newest one that reads;
+    `save` records a checksum of every array, checksums.py, as Orbax checksums none of the data)
+    is set aside into `<workdir>/checkpoints_damaged/` and the run resumes from the newest one
+    that reads (damage.py);
   * a read that fails for another reason (a permission, a network file system's hiccup, memory)
     is no evidence of damage: it is tried again, then stops the run with one line naming the
-    checkpoint and the error, nothing moved.
-
-`load` reads a checkpoint back without the training machinery, onto whatever devices this
-process has: from a workdir, its `checkpoints/` folder or one step's folder, on local disk or
-anywhere Orbax reads (gs://...).
+    checkpoint and the error, nothing moved (damage.py).
+A config saved by older code is read as today's, and a run refused a checkpoint of another model
+or recipe, by migrations.py.
 """
 
 import dataclasses
@@ -35,10 +41,9 @@ from alexnet_jax.errors import CheckpointError
 from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
-# Whether a run may resume from a checkpoint's config, and the fields older configs lack, which
-# a fine-tune fills in too: part of what a checkpoint is, kept in migrations.py.
+# A saved config against today's (migrations.py), where the readers of checkpoints ask for it.
 check_compatible = migrations.check_compatible
-ADDED_FIELDS = migrations.ADDED_FIELDS
+ADDED_FIELDS = migrations.ADDED_FIELDS  # fine_tune.py fills in an older checkpoint's model too
 
 
 def absolute(workdir: str) -> str:
@@ -169,9 +174,9 @@ def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
 
 def _read(mgr: ocp.CheckpointManager, step: int, abstract_state=None):
   """(state, meta, norm) of one step, every array checked against the checksum its save
-  recorded (norm None where the checkpoint has none): training and `load` trust the same
-  evidence. The arrays land on the shardings of `abstract_state`; without one, onto this
-  process's first device where the devices the checkpoint was written on are not all here."""
+  recorded (norm None where the checkpoint has none). The arrays land on the shardings of
+  `abstract_state`; without one, onto this process's first device where the devices the
+  checkpoint was written on are not all here."""
   here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   target = ocp.args.StandardRestore(abstract_state,
                                     fallback_sharding=here if abstract_state is None else None)
