@@ -8,7 +8,7 @@ Orbax and Grain log through absl, so their records reach Python's logging throug
 import logging
 import os
 
-from alexnet_jax.disk import os_error_code
+from alexnet_jax import disk
 
 LIBRARIES = ('orbax', 'grain', 'tensorstore')  # package folders whose INFO lines are dropped
 _PYTHON_LOGGERS = LIBRARIES + ('jax._src.xla_bridge',)  # "Unable to initialize backend 'tpu'"
@@ -31,7 +31,7 @@ class _QuietLibraries(logging.Filter):
       return True
     if record.levelno < logging.WARNING or str(record.msg).startswith(_EXPECTED):
       return False
-    if record.exc_info and os_error_code(record.exc_info[1]) is not None:
+    if record.exc_info and disk.os_error_code(record.exc_info[1]) is not None:
       exc = record.exc_info[1]
       record.msg, record.args = f'{record.getMessage()}: {type(exc).__name__}: {exc}', ()
       record.exc_info = record.exc_text = None
