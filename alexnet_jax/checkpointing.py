@@ -47,7 +47,8 @@ ADDED_FIELDS = migrations.ADDED_FIELDS  # fine_tune.py fills in an older checkpo
 
 
 def absolute(workdir: str) -> str:
-  """Orbax writes arrays only to absolute paths; gs:// and other URLs pass as given."""
+  """A workdir or checkpoint path as Orbax takes it: it writes arrays only to absolute paths;
+  gs:// and other URLs pass as given."""
   return workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
 
 
