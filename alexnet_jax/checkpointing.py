@@ -3,68 +3,52 @@ training set's statistics (mean image and PCA, so that the checkpoint alone can 
 and the input iterator's position, saved together and atomically (Orbax finalizes a step only
 once every item is written, so an interrupted save leaves no half-written checkpoint behind).
 
-What can go wrong on disk is answered here, with the earlier checkpoints kept:
+Held here, the Orbax wiring: the manager (the newest checkpoints kept, and the best), `save` and
+`finish`, `restore_newest` for a run that resumes, and `load`, which reads a checkpoint back
+without the training machinery, onto whatever devices this process has: from a workdir, its
+`checkpoints/` folder or one step's folder, on local disk or anywhere Orbax reads (gs://...).
+Both read a step with one reader, so that a run and a notebook trust the same evidence.
+
+What can go wrong on disk is answered with the earlier checkpoints kept:
   * a write that fails (a full disk, a quota, a read-only or foreign folder) stops the run with
-    one CheckpointError naming the step, the reason and the newest intact checkpoint;
+    one CheckpointError naming the step, the reason and the newest intact checkpoint, and a save
+    that cannot fit is refused before it starts (disk.py);
   * a checkpoint that shows damage (a truncated or missing file, a missing item, flipped bytes:
-    `save` records a checksum of every array, as Orbax checksums none of the data) is set aside
-    into `<workdir>/checkpoints_damaged/` and the run resumes from the newest one that reads;
+    `save` records a checksum of every array, checksums.py, as Orbax checksums none of the data)
+    is set aside into `<workdir>/checkpoints_damaged/` and the run resumes from the newest one
+    that reads (damage.py);
   * a read that fails for another reason (a permission, a network file system's hiccup, memory)
     is no evidence of damage: it is tried again, then stops the run with one line naming the
-    checkpoint and the error, nothing moved.
-
-`load` reads a checkpoint back without the training machinery, onto whatever devices this
-process has: from a workdir, its `checkpoints/` folder or one step's folder, on local disk or
-anywhere Orbax reads (gs://...).
+    checkpoint and the error, nothing moved (damage.py).
+A config saved by older code is read as today's, and a run refused a checkpoint of another model
+or recipe, by migrations.py.
 """
 
 import dataclasses
-import errno
 import json
 import os
-import shutil
-import time
 
 import grain
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from jax.experimental import multihost_utils
 
+from alexnet_jax import checksums, damage, disk, migrations
 from alexnet_jax.errors import CheckpointError
-from alexnet_jax.logs import os_error_code
 from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
-DAMAGED = 'checkpoints_damaged'  # beside checkpoints/, out of Orbax's view
-
-# Config sections that change what a checkpoint's numbers mean: resuming with other values would
-# silently continue a different experiment.
-_MUST_MATCH = ('model', 'optim.momentum', 'optim.weight_decay', 'optim.decay_biases',
-               'optim.fc8_lr_scale', 'optim.bias_lr_scale', 'data.resize_size', 'data.crop_size',
-               'batch_size', 'seed', 'data.workers')  # the input position is saved per worker process
-# Fields older checkpoints hold that no longer exist: switches of the implementation, which is
-# not part of a model's identity (the top-level `implementation` field chooses it now).
-_RETIRED = ('split_towers', 'space_to_depth')
-# Fields added after checkpoints were written, with the value their older code behaved as.
-ADDED_FIELDS = {'optim.fc8_lr_scale': 1.0, 'optim.bias_lr_scale': 1.0,
-                'model.positive_bias': 1.0, 'model.lrn_across_towers': False,
-                'model.hidden_fc_init_std': None}
-
-_NO_SPACE = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up',
-             errno.EFBIG: 'a file outgrew the size limit of the file system or of this process '
-                          '(ulimit -f)'}
-_NO_ACCESS = {errno.EROFS: 'the file system is read-only',
-              errno.EACCES: 'this user may not write there',
-              errno.EPERM: 'this user may not write there'}
+# A saved config against today's (migrations.py), where the readers of checkpoints ask for it.
+check_compatible = migrations.check_compatible
+ADDED_FIELDS = migrations.ADDED_FIELDS  # fine_tune.py fills in an older checkpoint's model too
 
 
 def absolute(workdir: str) -> str:
-  """Orbax writes arrays only to absolute paths; gs:// and other URLs pass as given."""
+  """A workdir or checkpoint path as Orbax takes it: it writes arrays only to absolute paths;
+  gs:// and other URLs pass as given."""
   return workdir if '://' in workdir else os.path.abspath(os.path.expanduser(workdir))
 
 
@@ -93,80 +77,15 @@ def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
   try:
     return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
   except Exception as e:  # pylint: disable=broad-except  (Orbax wraps OSError in ValueError)
-    if (code := os_error_code(e)) is None:
+    if (code := disk.os_error_code(e)) is None:
       raise
     raise CheckpointError(f'Cannot create the checkpoint folder {directory}: '
                           f'{os.strerror(code)}. Use a --workdir this user can write to.') from e
 
 
 # ---------------------------------------------------------------------------------------------
-# Checksums: Orbax stores the arrays' bytes without one, and flipped bytes read back as numbers.
-# ---------------------------------------------------------------------------------------------
-
-
-def _fingerprint(x: jax.Array) -> jax.Array:
-  """A 32-bit sum of the array's bits, each word weighted by an odd number that depends on its
-  position: changing any one element changes it. Computed where the array lies, shards too."""
-  if x.dtype == jnp.bool_:
-    words = x.astype(jnp.uint32)
-  elif x.dtype.itemsize >= 4:
-    words = jax.lax.bitcast_convert_type(x, jnp.uint32)
-  else:
-    words = jax.lax.bitcast_convert_type(x, jnp.dtype(f'uint{8 * x.dtype.itemsize}'))
-    words = words.astype(jnp.uint32)
-  index, stride = jnp.zeros(words.shape, jnp.uint32), 1
-  for dim in reversed(range(words.ndim)):
-    index = index + jax.lax.broadcasted_iota(jnp.uint32, words.shape, dim) * np.uint32(stride)
-    stride *= words.shape[dim]
-  return jnp.sum((words ^ (index * np.uint32(0x9E3779B9))) * (2 * index + 1), dtype=jnp.uint32)
-
-
-_fingerprints = jax.jit(lambda tree: jax.tree.map(_fingerprint, tree))
-
-
-def checksums(tree) -> dict[str, str]:
-  """{'params/conv1/kernel': '1a2b3c4d', ...}: a fingerprint of every array of `tree`."""
-  prints = _fingerprints(tree)
-  return {jax.tree_util.keystr(path, simple=True, separator='/'):
-          f'{int(np.asarray(value.addressable_data(0))):08x}'
-          for path, value in jax.tree_util.tree_flatten_with_path(prints)[0]}
-
-
-def _verify(expected: dict | None, tree, item: str) -> None:
-  """Raises _Damaged if an array of `tree` differs from the one that was saved."""
-  if not expected:  # a checkpoint written before checksums were recorded
-    return
-  got = checksums(tree)
-  bad = [k for k, v in expected.items() if got.get(k) != v]
-  if bad:
-    raise _Damaged(f'{item}: {len(bad)} array(s) differ from what was saved (checksum of '
-                   f'{", ".join(bad[:3])}{" ..." if len(bad) > 3 else ""})')
-
-
-# ---------------------------------------------------------------------------------------------
 # Saving.
 # ---------------------------------------------------------------------------------------------
-
-
-def _write_error(mgr: ocp.CheckpointManager, step: int | None,
-                 exc: BaseException) -> CheckpointError | None:
-  """The CheckpointError for a write that the file system refused, or None for another error."""
-  code = os_error_code(exc)
-  if code not in _NO_SPACE and code not in _NO_ACCESS:
-    return None
-  if code in _NO_SPACE:
-    todo = ('Free space there (or lower --config.keep_checkpoints, or use a --workdir on a '
-            'larger disk)')
-  else:
-    todo = 'Make the folder writable for this user (or use another --workdir)'
-  mgr.reload()  # what is finalized on disk, without the step that failed
-  intact = mgr.latest_step()
-  resume = (f'it resumes from step {intact}, the newest checkpoint, which is intact'
-            if intact is not None else 'no earlier checkpoint exists, so it starts over')
-  why = {**_NO_SPACE, **_NO_ACCESS}[code]
-  return CheckpointError(
-      f'Checkpoint step {step} could not be written to {mgr.directory}: {why} '
-      f'({os.strerror(code)}). {todo}, then run the same command again: {resume}.')
 
 
 def _wait(mgr: ocp.CheckpointManager) -> None:
@@ -175,41 +94,9 @@ def _wait(mgr: ocp.CheckpointManager) -> None:
   try:
     mgr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
-    if err := _write_error(mgr, in_flight, e):
+    if err := disk.write_error(mgr, in_flight, e):
       raise err from e
     raise
-
-
-def _folder_bytes(path: str) -> int:
-  return sum(os.path.getsize(os.path.join(root, f))
-             for root, _, files in os.walk(path) for f in files)
-
-
-def _on_process_0(value):
-  """Process 0's `value` on every process, so that all of them decide alike."""
-  if jax.process_count() == 1:
-    return value
-  return multihost_utils.broadcast_one_to_all(value)
-
-
-def _check_space(mgr: ocp.CheckpointManager, step: int) -> None:
-  """Refuses a save that cannot fit: on local disks, the free space against the size of the
-  newest checkpoint, which the new one will match."""
-  latest = mgr.latest_step()
-  if latest is None or '://' in str(mgr.directory):
-    return
-  mib = np.zeros(2, np.int32)  # free, needed; in MiB, as JAX's default integers are 32 bits
-  if jax.process_index() == 0:
-    mib[:] = (shutil.disk_usage(str(mgr.directory)).free // 2**20,
-              -(-_folder_bytes(str(mgr.directory / str(latest))) // 2**20))
-  free, need = (int(v) for v in _on_process_0(mib))
-  if free < need:
-    raise CheckpointError(
-        f'Checkpoint step {step} was not written: {free} MiB are free on the disk of '
-        f'{mgr.directory}, and a checkpoint takes {need} MiB (step {latest}). Free space there '
-        '(or lower --config.keep_checkpoints, or use a --workdir on a larger disk), then run the '
-        f'same command again: it resumes from step {latest}, the newest checkpoint, which is '
-        'intact.')
 
 
 def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
@@ -224,13 +111,13 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.Co
   background write is waited for first).
   """
   _wait(mgr)
-  _check_space(mgr, step)
-  sums = {'state': checksums(state)}
+  disk.check_space(mgr, step)
+  sums = {'state': checksums.compute(state)}
   items = dict(state=ocp.args.StandardSave(state),
                config=ocp.args.JsonSave(json.loads(config.to_json())))
   if norm is not None:
     norm = dataclasses.asdict(norm)
-    sums['norm'] = checksums(norm)
+    sums['norm'] = checksums.compute(norm)
     items['norm'] = ocp.args.StandardSave(norm)
   items['meta'] = ocp.args.JsonSave({**meta, 'checksums': sums})
   if data_iter is not None:
@@ -242,7 +129,7 @@ def save(mgr: ocp.CheckpointManager, step: int, state, config: ml_collections.Co
     if wait:
       mgr.wait_until_finished()
   except Exception as e:  # pylint: disable=broad-except
-    if err := _write_error(mgr, step, e):
+    if err := disk.write_error(mgr, step, e):
       raise err from e
     raise
   return saved
@@ -270,63 +157,6 @@ def best(mgr: ocp.CheckpointManager) -> tuple[int, float] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Damaged(Exception):
-  """A checkpoint that does not read back completely; the message says why."""
-
-
-def _summary(exc: BaseException) -> str:
-  """The innermost cause's type and first line: TensorStore's own words, without its spec."""
-  while exc.__cause__ is not None or exc.__context__ is not None:
-    exc = exc.__cause__ or exc.__context__
-  text = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
-  text = f'{type(exc).__name__}: {text.splitlines()[0] if text else ""}'
-  return text if len(text) <= 300 else text[:297] + '...'
-
-
-class _Unreadable(CheckpointError):
-  """A checkpoint that could not be read for a reason that is no evidence of damage."""
-
-
-# What Orbax, TensorStore and json raise for a file that is missing, truncated or not what was
-# written: evidence of damage. Anything else (a permission, a network file system's hiccup,
-# memory) says nothing about the files.
-_DAMAGE_CODES = ('NOT_FOUND', 'OUT_OF_RANGE', 'DATA_LOSS')
-_RETRY_SECONDS = (1.0, 4.0)  # waits before the second and third tries of an unreadable item
-
-
-def _is_damage(exc: BaseException) -> bool:
-  seen = set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    text = str(exc)
-    if (isinstance(exc, (FileNotFoundError, json.JSONDecodeError))
-        or (isinstance(exc, KeyError) and 'was not found in the checkpoint' in text)
-        or any(code in text for code in _DAMAGE_CODES)):
-      return True
-    exc = exc.__cause__ or exc.__context__
-  return False
-
-
-def _restore(mgr: ocp.CheckpointManager, step: int, item: str, args):
-  """One item of a checkpoint. A missing, truncated or undecodable file is _Damaged; any other
-  failure is tried again, then is _Unreadable, a CheckpointError naming the checkpoint."""
-  for wait in (*_RETRY_SECONDS, None):
-    try:
-      return mgr.restore(step, args=ocp.args.Composite(**{item: args}))[item]
-    except Exception as e:  # pylint: disable=broad-except  (Orbax and TensorStore raise many)
-      if _is_damage(e):
-        raise _Damaged(f'{item}: {_summary(e)}') from e
-      if wait is None:
-        raise _Unreadable(
-            f'Checkpoint step {step} in {mgr.directory} could not be read ({item}: '
-            f'{_summary(e)}), {len(_RETRY_SECONDS) + 1} times. That is no sign of damage, so '
-            'nothing was moved: fix the cause (permissions, the file system, memory), then run '
-            'the same command again.') from e
-      logging.warning('Reading %s of checkpoint step %d failed (%s); trying again in %g s.',
-                      item, step, _summary(e), wait)
-      time.sleep(wait)
-
-
 def _has(mgr: ocp.CheckpointManager, step: int, item: str) -> bool:
   return (mgr.directory / str(step) / item).exists()
 
@@ -343,104 +173,23 @@ def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
   return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
 
 
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
-  return out
-
-
-def _current(saved: dict) -> dict:
-  """A saved config without the fields that no longer exist."""
-  model = {k: v for k, v in saved.get('model', {}).items() if k not in _RETIRED}
-  return {**saved, 'model': model} if 'model' in saved else dict(saved)
-
-
-def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
-  """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
-  old, new = _flatten(_current(saved)), _flatten(json.loads(config.to_json()))
-  old.update({k: v for k, v in ADDED_FIELDS.items() if k in new and k not in old})
-  diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
-           for k in sorted(set(old) | set(new))
-           if old.get(k) != new.get(k)
-           and any(k == p or k.startswith(p + '.') for p in _MUST_MATCH)]
-  if diffs:
-    raise CheckpointError(
-        f'The checkpoint in {where} was written by a different config ({"; ".join(diffs[:6])}'
-        f'{" ..." if len(diffs) > 6 else ""}), so this run cannot resume from it. Use a new '
-        '--workdir for the new config, or run with the config stored beside the checkpoint '
-        '(checkpoints/<step>/config).')
-
-
-def _read_for_training(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter):
-  """(state, meta) of one step, every item read and checked; `data_iter` is moved last, once
-  the rest has read back, so a damaged checkpoint leaves it where it was."""
-  meta = dict(_restore(mgr, step, 'meta', ocp.args.JsonRestore()) or {})
+def _read(mgr: ocp.CheckpointManager, step: int, abstract_state=None):
+  """(state, meta, norm) of one step, every array checked against the checksum its save
+  recorded (norm None where the checkpoint has none). The arrays land on the shardings of
+  `abstract_state`; without one, onto this process's first device where the devices the
+  checkpoint was written on are not all here."""
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = ocp.args.StandardRestore(abstract_state,
+                                    fallback_sharding=here if abstract_state is None else None)
+  meta = dict(damage.read(mgr, step, 'meta', ocp.args.JsonRestore()) or {})
   sums = meta.pop('checksums', {})
-  state = _restore(mgr, step, 'state', ocp.args.StandardRestore(abstract_state))
-  _verify(sums.get('state'), state, 'state')
+  state = damage.read(mgr, step, 'state', target)
+  checksums.verify(sums.get('state'), state, 'state')
+  norm = None
   if _has(mgr, step, 'norm'):
-    _verify(sums.get('norm'), _restore(mgr, step, 'norm', ocp.args.StandardRestore()), 'norm')
-  if data_iter is not None:
-    _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
-  return state, meta
-
-
-def restore(mgr: ocp.CheckpointManager, step: int, abstract_state, data_iter=None):
-  """Returns (state, meta) and moves `data_iter` to where the checkpoint left it. The arrays
-  land on the shardings of `abstract_state`, whatever devices the checkpoint was written on."""
-  try:
-    return _read_for_training(mgr, step, abstract_state, data_iter)
-  except _Damaged as e:
-    raise CheckpointError(f'Checkpoint step {step} in {mgr.directory} does not read back: {e}. '
-                          'Resume from another step, or move this one aside.') from e
-
-
-def _anywhere(flag: bool) -> bool:
-  """Whether `flag` holds on any process."""
-  return not _everywhere(not flag)
-
-
-def _everywhere(ok: bool) -> bool:
-  """Whether `ok` holds on every process (a damaged shard may be read by one process only)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
-
-
-def _set_aside(mgr: ocp.CheckpointManager, steps) -> dict[int, str]:
-  """Moves the step folders to <workdir>/checkpoints_damaged/ (process 0 does, the others wait),
-  so that Orbax no longer lists them and a later save of the same step can be written."""
-  moved = {}
-  if jax.process_index() == 0:
-    damaged = mgr.directory.parent / DAMAGED
-    for step in steps:
-      target, n = damaged / str(step), 1
-      while target.exists():
-        target, n = damaged / f'{step}.{n}', n + 1
-      try:
-        damaged.mkdir(parents=True, exist_ok=True)
-        (mgr.directory / str(step)).rename(target)
-        moved[step] = f'was moved to {target}'
-      except OSError as e:
-        moved[step] = (f'could not be moved to {target} ({e.strerror or e}); move it by '
-                       'hand')
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices('alexnet_jax: damaged checkpoints set aside')
-  mgr.reload()
-  return moved
-
-
-def _stop_if_unreadable(mgr: ocp.CheckpointManager, step: int,
-                        unreadable: '_Unreadable | None') -> None:
-  """Raises on every process, with nothing moved, if any process could not read `step`."""
-  if _anywhere(unreadable is not None):
-    raise unreadable or _Unreadable(f'Checkpoint step {step} in {mgr.directory} could not be '
-                                    'read by another process (its log says why); nothing was '
-                                    'moved.')
+    norm = damage.read(mgr, step, 'norm', ocp.args.StandardRestore())
+    checksums.verify(sums.get('norm'), norm, 'norm')
+  return state, meta, norm
 
 
 def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collections.ConfigDict,
@@ -462,33 +211,33 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
   for step in sorted(mgr.all_steps(), reverse=True):
     why, unreadable = 'another process could not read it', None
     try:
-      saved = _restore(mgr, step, 'config', ocp.args.JsonRestore())
-      check_compatible(saved, config, workdir)
-      state, meta = _read_for_training(mgr, step, abstract_state, None)
+      saved = damage.read(mgr, step, 'config', ocp.args.JsonRestore())
+      migrations.check_compatible(saved, config, workdir)
+      state, meta, _ = _read(mgr, step, abstract_state)
       ok = True
-    except _Damaged as e:
+    except damage.Damaged as e:
       ok, why = False, str(e)
-    except _Unreadable as e:
+    except damage.Unreadable as e:
       ok, unreadable = False, e
-    _stop_if_unreadable(mgr, step, unreadable)
+    damage.stop_if_unreadable(mgr, step, unreadable)
     # Processes enter each Orbax restore together (it ends in a barrier): the iterator's
     # position, the one item each process reads a different file of, only once all have the rest.
     # Written by another number of processes, it does not apply: the caller places the input.
-    writers = _input_writers(mgr, step) if _everywhere(ok) else None
+    writers = _input_writers(mgr, step) if damage.everywhere(ok) else None
     if writers not in (None, jax.process_count()):
       meta['input_processes'] = writers
-    elif _everywhere(ok) and data_iter is not None:
+    elif damage.everywhere(ok) and data_iter is not None:
       try:
-        _restore(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
-      except _Damaged as e:
+        damage.read(mgr, step, 'data_iter', grain.checkpoint.CheckpointRestore(data_iter))
+      except damage.Damaged as e:
         ok, why = False, str(e)
-      except _Unreadable as e:
+      except damage.Unreadable as e:
         unreadable = e
-      _stop_if_unreadable(mgr, step, unreadable)
-    if not _everywhere(ok):
+      damage.stop_if_unreadable(mgr, step, unreadable)
+    if not damage.everywhere(ok):
       damaged[step] = why
       continue
-    moved = _set_aside(mgr, damaged) if damaged else {}
+    moved = damage.set_aside(mgr, damaged) if damaged else {}
     for s, reason in damaged.items():
       logging.warning('Checkpoint step %d (%s) does not read back: %s. It %s; resuming from '
                       'step %d.', s, mgr.directory / str(s), reason,
@@ -525,7 +274,7 @@ class Loaded:
 def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
   """(the folder of numbered steps, the step `path` names or None) for a workdir, its
   checkpoints/ folder, or one step's folder."""
-  folder = epath.Path(path if '://' in path else os.path.abspath(os.path.expanduser(path)))
+  folder = epath.Path(absolute(path))
   if (folder / 'checkpoints').is_dir():
     return folder / 'checkpoints', None
   if folder.name.isdigit() and (folder / 'config').exists():
@@ -534,21 +283,6 @@ def _checkpoints_dir(path: str) -> tuple[epath.Path, int | None]:
     return folder, None
   raise CheckpointError(f'{path} does not exist. Give a training run\'s --workdir, its '
                         'checkpoints/ folder or one checkpoint\'s folder (checkpoints/<step>).')
-
-
-def _read_for_load(mgr: ocp.CheckpointManager, step: int) -> dict:
-  """Every item but the iterator's position, checked; the arrays go onto this process's first
-  device where the devices the checkpoint was written on are not all here."""
-  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  restored = {'config': _restore(mgr, step, 'config', ocp.args.JsonRestore()),
-              'meta': dict(_restore(mgr, step, 'meta', ocp.args.JsonRestore()) or {})}
-  sums = restored['meta'].pop('checksums', {})
-  restored['state'] = _restore(mgr, step, 'state', ocp.args.StandardRestore(fallback_sharding=here))
-  _verify(sums.get('state'), restored['state'], 'state')
-  if _has(mgr, step, 'norm'):
-    restored['norm'] = _restore(mgr, step, 'norm', ocp.args.StandardRestore())
-    _verify(sums.get('norm'), restored['norm'], 'norm')
-  return restored
 
 
 def load(path: str, step: int | str | None = None) -> Loaded:
@@ -579,9 +313,10 @@ def load(path: str, step: int | str | None = None) -> Loaded:
     damaged = {}
     for found in [step] if step is not None else sorted(steps, reverse=True):
       try:
-        restored = _read_for_load(mgr, found)
+        config = damage.read(mgr, found, 'config', ocp.args.JsonRestore())
+        state, meta, norm = _read(mgr, found)
         break
-      except _Damaged as e:
+      except damage.Damaged as e:
         damaged[found] = str(e)
     else:
       listed = '; '.join(f'step {s}: {why}' for s, why in damaged.items())
@@ -592,11 +327,9 @@ def load(path: str, step: int | str | None = None) -> Loaded:
   for s, why in damaged.items():
     logging.warning('Checkpoint step %d (%s) does not read back: %s. Reading step %d instead.',
                     s, directory / str(s), why, found)
-  params = jax.tree.map(np.asarray, restored['state']['params'])
-  norm = None
-  if 'norm' in restored:
-    norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in restored['norm'].items()})
-  meta = restored['meta']
-  return Loaded(params=params, config=ml_collections.ConfigDict(_current(restored['config'])),
+  if norm is not None:
+    norm = Normalization(**{k: np.asarray(v, np.float32) for k, v in norm.items()})
+  config = ml_collections.ConfigDict(migrations.without_retired(config))
+  return Loaded(params=jax.tree.map(np.asarray, state['params']), config=config,
                 class_names=tuple(meta.get('class_names', ())), norm=norm, step=found,
                 path=str(directory / str(found)), decoder=meta.get('decoder'))

@@ -20,7 +20,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 import alexnet_jax
-from alexnet_jax import checkpointing, evaluate, export, logs, sharding, train
+from alexnet_jax import (checkpointing, damage, disk, evaluate, export, logs, migrations, sharding,
+                         train)
 from alexnet_jax.errors import CheckpointError
 from alexnet_jax.model import create_model
 from alexnet_jax.stats import Normalization
@@ -145,8 +146,8 @@ def test_the_implementation_is_not_part_of_a_checkpoints_identity():
   saved['model'].update(split_towers=False, space_to_depth=True)
   config = default.get_config()
   config.implementation = 'plain'
-  checkpointing.check_compatible(saved, config, 'old')
-  assert 'split_towers' not in checkpointing._current(saved)['model']
+  migrations.check_compatible(saved, config, 'old')
+  assert 'split_towers' not in migrations.without_retired(saved)['model']
 
 
 def test_load_reads_the_newest_checkpoint_that_reads_back(trained_workdir, tmp_path, caplog):
@@ -208,7 +209,7 @@ def test_a_refused_write_is_one_line_and_the_earlier_checkpoint_resumes(tmp_path
 def test_a_save_that_cannot_fit_is_refused_before_writing(synthetic_run, tmp_path, monkeypatch):
   workdir = shutil.copytree(synthetic_run, tmp_path / 'run')
   mgr = checkpointing.manager(str(workdir), keep=5)
-  monkeypatch.setattr(checkpointing.shutil, 'disk_usage',
+  monkeypatch.setattr(disk.shutil, 'disk_usage',
                       lambda path: types.SimpleNamespace(total=10**9, used=10**9, free=10_000))
   with pytest.raises(CheckpointError, match=r'step 4 was not written: 0 MiB are free.*resumes '
                                             'from step 3'):
@@ -225,10 +226,10 @@ def test_os_errors_are_read_from_orbax_and_tensorstore_messages():
                            "439641 bytes to file 4: No space left on device [os_error_code='28']")
   wrapped = RuntimeError('save failed')
   wrapped.__cause__ = tensorstore
-  assert logs.os_error_code(wrapped) == 28
-  assert logs.os_error_code(PermissionError(13, 'Permission denied')) == 13
-  assert logs.os_error_code(ValueError('Read-only file system')) == 30
-  assert logs.os_error_code(ValueError('shape mismatch')) is None
+  assert disk.os_error_code(wrapped) == 28
+  assert disk.os_error_code(PermissionError(13, 'Permission denied')) == 13
+  assert disk.os_error_code(ValueError('Read-only file system')) == 30
+  assert disk.os_error_code(ValueError('shape mismatch')) is None
 
 
 # --- A checkpoint written on two devices, read on one ----------------------------------------
@@ -366,7 +367,7 @@ def _failing_restore(monkeypatch, error, times):
     return real(self, step, *args, **kwargs)
 
   monkeypatch.setattr(ocp.CheckpointManager, 'restore', restore)
-  monkeypatch.setattr(checkpointing, '_RETRY_SECONDS', (0.0, 0.0))
+  monkeypatch.setattr(damage, '_RETRY_SECONDS', (0.0, 0.0))
   return calls
 
 
