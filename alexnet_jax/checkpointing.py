@@ -20,8 +20,8 @@ What can go wrong on disk is answered with the earlier checkpoints kept:
   * a read that fails for another reason (a permission, a network file system's hiccup, memory)
     is no evidence of damage: it is tried again, then stops the run with one line naming the
     checkpoint and the error, nothing moved (damage.py).
-A config saved by older code is read as today's, and a run refused a checkpoint of another model
-or recipe, by migrations.py.
+migrations.py reads a config saved by older code as today's, and refuses a resume from a
+checkpoint of another model or recipe.
 """
 
 import dataclasses
