@@ -26,7 +26,7 @@ from flax.training import train_state
 
 from alexnet_jax import (augment, checkpointing, config_check, diagnostics, fine_tune,
                          input_pipeline, optim, preemption, profiling, sharding, sources, stats,
-                         transforms)
+                         transforms, workdir_lock)
 from alexnet_jax.errors import UserError
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.metric_writer import MetricWriter
@@ -217,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_check.validate(config)
   workdir = checkpointing.absolute(workdir)
-  with preemption.StopRequest() as stop, preemption.WorkdirLock(workdir):
+  with preemption.StopRequest() as stop, workdir_lock.WorkdirLock(workdir):
     return _train(config, workdir, stop)
 
 
