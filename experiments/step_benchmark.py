@@ -18,7 +18,7 @@ FLOPs are counted from the layer shapes (alexnet_jax.flops: 2 per multiply-add o
 backward twice the forward less conv1's input gradient), the same on every backend; XLA's cost
 analysis leaves out the cuDNN convolutions on a GPU. The fraction of peak divides by the
 device's dense peak for the arithmetic actually used: bf16, or for float32 TF32 or full float32
-depending on jax_default_matmul_precision and the GPU (alexnet_jax.flops.float32_math).
+depending on jax_default_matmul_precision and the GPU (experiments/peaks.py).
 
 --implementation adds contenders computed another way (alexnet_jax/ops.py): the same
 mathematics, e.g. 'plain', or 'auto,lrn=autodiff'; 'each' is 'plain' and the backend's choice
@@ -48,7 +48,7 @@ sys.path.insert(0, REPO)
 from alexnet_jax import augment, flops, input_pipeline, ops, optim, sources, stats, train
 from alexnet_jax.model import create_model
 from alexnet_jax.train import TrainState, train_step
-from experiments import machine
+from experiments import machine, peaks
 # pylint: enable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -318,7 +318,7 @@ def main(argv):
     rate = medians[name]
     row = {'images_per_sec': rate, 'runs': rates[name], **info,
            'gflops_per_image': per_image / 1e9, 'tflops_per_sec': per_image * rate / 1e12}
-    row.update(flops.fraction_of_peak(per_image * rate, device, row['dtype']))
+    row.update(peaks.fraction_of_peak(per_image * rate, device, row['dtype']))
     if baseline:
       row['vs_torch_eager'] = rate / baseline
     same = f'jax {info.get("dtype")}'
@@ -333,7 +333,7 @@ def main(argv):
         f'{_STEPS.value} steps; {machine.one_line(about)}')
   print(f'FLOPs counted from the layer shapes: {flops.forward_flops(reference, crop) / 1e9:.3f} '
         f'GFLOP forward, {per_image / 1e9:.3f} GFLOP per trained image; float32 matmul '
-        f'precision {precision!r} -> {"/".join(map(str, flops.float32_math(device)))}')
+        f'precision {precision!r} -> {"/".join(map(str, peaks.float32_math(device)))}')
   print(f'{"contender":52s} {"images/s":>9s} {"vs eager":>8s} {"vs ref":>7s} {"TFLOP/s":>8s} '
         f'{"peak":>7s} {"of peak":>8s} {"compile s":>9s}')
   for name, r in results.items():
@@ -349,7 +349,7 @@ def main(argv):
                  'backend': jax.default_backend(),
                  'auto': dataclasses.asdict(ops.for_backend()),
                  'matmul_precision': precision,
-                 'float32_math': flops.float32_math(device)[0],
+                 'float32_math': peaks.float32_math(device)[0],
                  'gflops_per_image': per_image / 1e9,
                  'forward_gflops_per_image': flops.forward_flops(reference, crop) / 1e9,
                  'layer_macs': {l.name: l.macs for l in flops.layers(reference, crop)},
