@@ -309,19 +309,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
     train_fn = functools.partial(train_step, augment_fn=augment_fn,
                                  skip_nonfinite=config.skip_nonfinite_updates)
-    options = model.implementation.compiler_options  # e.g. XLA:CPU's convolution kernels
+    impl = model.implementation  # e.g. XLA:CPU's convolution kernels, a compiler option
     jitted_train_step = sharding.jit(train_fn, mesh,
                                      (state_sharding, batch_sharding, replicated, replicated),
-                                     (state_sharding, replicated), donate_argnums=0,
-                                     compiler_options=options)
+                                     (state_sharding, replicated), impl, donate_argnums=0)
     jitted_eval_step = sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
                                     (state_sharding, batch_sharding, replicated), replicated,
-                                    compiler_options=options)
+                                    impl)
     # Compiled on its first call: a run with diagnostics off never builds it.
     jitted_diagnose = sharding.jit(
         functools.partial(diagnostics.diagnose, augment_fn=augment_fn), mesh,
-        (state_sharding, batch_sharding, replicated, replicated), replicated,
-        compiler_options=options)
+        (state_sharding, batch_sharding, replicated, replicated), replicated, impl)
     death = diagnostics.DeathWatch()
     profile = profiling.StepProfile(config.get('profile_steps', ''), workdir)
     cleanup.callback(profile.close)
