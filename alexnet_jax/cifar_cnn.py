@@ -8,13 +8,14 @@ compares it with ReLU and with tanh units; no regularization of any kind (no dro
 decay in the Figure 1 runs, no augmentation).
 """
 
+import dataclasses
 from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax import ops
+from alexnet_jax import implementations, ops
 
 
 class CifarCNN(ops.ResponseNormalized):
@@ -28,8 +29,8 @@ class CifarCNN(ops.ResponseNormalized):
       pool1 and pool2 (the 11% vs 13% claim), and its constants (ops.ResponseNormalized).
     input_scale: multiplies the mean-subtracted 0-255 images first.
     dtype: compute dtype; parameters are float32.
-    implementation: how LRN and pooling are computed (alexnet_jax/ops.py); None is the
-      backend's measured choice.
+    implementation: how LRN and pooling are computed (alexnet_jax/implementations.py);
+      create_model resolves the config's choice.
   """
   num_classes: int = 10
   conv_features: tuple[int, int, int] = (32, 32, 64)
@@ -37,7 +38,7 @@ class CifarCNN(ops.ResponseNormalized):
   lrn: bool = False
   input_scale: float = 1 / 64
   dtype: jnp.dtype = jnp.float32
-  implementation: ops.Implementation | None = None
+  implementation: implementations.Implementation = dataclasses.field(kw_only=True)
 
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
@@ -45,7 +46,7 @@ class CifarCNN(ops.ResponseNormalized):
     act = ops.ACTIVATIONS[self.activation]
     # The same fan-in scaled Gaussian for both activations, so only the units differ.
     init = nn.initializers.lecun_normal()
-    impl = self.implementation or ops.for_backend()
+    impl = self.implementation
 
     lrn = lambda x: self.response_norm(x, impl, groups=1)
     def pool(x):

@@ -5,7 +5,7 @@ import typing
 import ml_collections
 from absl import logging
 
-from alexnet_jax import flops, ops, profiling
+from alexnet_jax import flops, implementations, profiling
 from alexnet_jax.augment import LIGHTING_SCALES
 from alexnet_jax.sources import SOURCES
 from alexnet_jax.errors import require
@@ -56,7 +56,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choices(config, _field_choices(ARCHITECTURES[arch], 'towers', 'init_scheme'))
     _validate_alexnet(model, data)
   try:
-    ops.choose(config.implementation)
+    implementations.choose(config.implementation)
   except ValueError as e:
     require(False, 'implementation', config.implementation, str(e))
   try:

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import augment, checkpointing, cli, input_pipeline, logs, ops, sources
+from alexnet_jax import augment, checkpointing, cli, input_pipeline, logs, sources
 from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
@@ -68,9 +68,8 @@ def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 
 def _batch_probabilities(network, crop: int, views: str):
   """(params, uint8 images, norm) -> softmax averaged over the views the device cuts from the
   images (Section 4.1), jitted with the network's compiler options."""
-  return jax.jit(lambda params, images, norm: view_probabilities(
-      network, params, augment.eval_inputs(images, norm, crop=crop, views=views)),
-                 compiler_options=ops.compiler_options(network))
+  return network.implementation.jit(lambda params, images, norm: view_probabilities(
+      network, params, augment.eval_inputs(images, norm, crop=crop, views=views)))
 
 
 def _view_probabilities(prepared, views: str, batch_size: int):

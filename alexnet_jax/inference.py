@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpointing, ops, transforms
+from alexnet_jax import checkpointing, transforms
 from alexnet_jax.cli import apply_data_overrides
 from alexnet_jax.errors import CheckpointError, DataError
 from alexnet_jax.model import create_model
@@ -106,7 +106,7 @@ class Classifier:
 def _jitted(fn, network):
   """`fn(network, ...)` jitted for `network`, with its implementation's compiler options, as
   training compiles it."""
-  return jax.jit(functools.partial(fn, network), compiler_options=ops.compiler_options(network))
+  return network.implementation.jit(functools.partial(fn, network))
 
 
 def _logits(network, params, x):

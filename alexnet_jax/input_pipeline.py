@@ -31,7 +31,7 @@ import jax
 import numpy as np
 from absl import flags, logging
 
-from alexnet_jax import augment, preemption, transforms
+from alexnet_jax import augment, input_workers, transforms
 from alexnet_jax.errors import UserError
 
 
@@ -132,7 +132,7 @@ def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
                     'script). Call absl.flags.FLAGS.mark_as_parsed() first to use the flags\' '
                     'defaults, or set data.workers=0.')
   return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers),
-                        worker_init_fn=preemption.init_input_worker)
+                        worker_init_fn=input_workers.init_input_worker)
 
 
 def _batched(ds: grain.MapDataset, batch_size: int, read, threads: int) -> grain.IterDataset:

@@ -8,6 +8,7 @@ The parameter tree is a contract that checkpoints and notebooks rely on: `conv1`
 `fc6` ... `fc8`, each holding exactly one `kernel` (Flax layout, grouped shape) and one `bias`.
 """
 
+import dataclasses
 from typing import Callable, Literal
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from alexnet_jax import ops
+from alexnet_jax import implementations, ops
 from alexnet_jax.cifar_cnn import CifarCNN
 
 DTYPES = ('float32', 'bfloat16')  # compute dtypes; parameters are always float32
@@ -36,13 +37,13 @@ def widened(features: int, width: float, towers: int) -> int:
 class Conv(nn.Module):
   """A convolution whose kernels are split into `groups` towers, each seeing only its own
   tower's input channels, with nn.Conv's parameters: `kernel` (k, k, C_in / groups, features)
-  and `bias`. How it is computed is `implementation`'s choice (alexnet_jax/ops.py)."""
+  and `bias`. How it is computed is `implementation`'s choice (alexnet_jax/implementations.py)."""
   features: int
   kernel_size: int
   stride: int
   padding: int
   groups: int
-  implementation: ops.Implementation
+  implementation: implementations.Implementation
   kernel_init: Callable
   bias_init: Callable
   dtype: jnp.dtype
@@ -91,8 +92,8 @@ class AlexNet(ops.ResponseNormalized):
     input_scale: multiplies the images before conv1 (paper: 1, the network sees the centered
       0-255 values themselves).
     dtype: compute dtype (float32 or bfloat16); parameters are always float32.
-    implementation: how the convolutions, LRN and pooling are computed (alexnet_jax/ops.py);
-      None is the backend's measured choice. Never the mathematics or the parameters.
+    implementation: how the convolutions, LRN and pooling are computed, never the mathematics or
+      the parameters (alexnet_jax/implementations.py); create_model resolves the config's choice.
     skip_convs: middle conv layers (2, 3, 4) left out, for Section 7's ablation. A removed
       layer's convolution, ReLU and LRN go; its pooling stays, so the maps keep their sizes, and
       the next layer reads the previous layer's maps (towers stay apart where conv3 is removed).
@@ -117,7 +118,7 @@ class AlexNet(ops.ResponseNormalized):
   input_std: float = 64.0
   input_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
-  implementation: ops.Implementation | None = None
+  implementation: implementations.Implementation = dataclasses.field(kw_only=True)
   skip_convs: tuple[int, ...] = ()
   lrn_across_towers: bool = False
 
@@ -138,7 +139,7 @@ class AlexNet(ops.ResponseNormalized):
   @nn.compact
   def __call__(self, images: jax.Array, *, train: bool) -> jax.Array:
     """Maps NHWC float images (mean-subtracted, 0-255 scale) to float32 logits."""
-    impl = self.implementation or ops.for_backend()
+    impl = self.implementation
     act = ops.ACTIVATIONS[self.activation]
     both, own = 1, self.towers  # groups: a layer sees both towers' maps, or its own tower's
 
@@ -195,11 +196,12 @@ ARCHITECTURES = {'alexnet': AlexNet, 'cifar_cnn': CifarCNN}
 def create_model(model_config: ml_collections.ConfigDict,
                  implementation: str = 'auto') -> 'AlexNet | CifarCNN':
   """The network `config.model` describes: `arch` names the module, the other fields are its
-  fields. `implementation` is the config's field of that name (alexnet_jax/ops.choose)."""
+  fields. `implementation` is the config's field of that name (implementations.choose), resolved
+  here once for this backend."""
   fields = dict(model_config)
   arch = ARCHITECTURES[fields.pop('arch', 'alexnet')]
   for name, value in fields.items():
     if isinstance(value, (list, tuple)):
       fields[name] = tuple(value)
   fields['dtype'] = jnp.dtype(fields['dtype'])
-  return arch(**fields, implementation=ops.choose(implementation))
+  return arch(**fields, implementation=implementations.choose(implementation))

@@ -2,32 +2,15 @@
 
 Each operation has its plain form, written as docs/paper.md states it, and beside it a faster
 form of the same mathematics for backends where XLA's own lowering of the plain form is slow.
-`Implementation` holds one choice per operation, and `for_backend` returns the choice measured
-fastest on a backend, the way nanoGPT picks its attention. On the CPU that includes which
-kernels XLA calls for convolutions, a compiler option every jitted function that runs the
-network passes on (`compiler_options`).
-
-Measured so far: the CPU backend only, on two x86 CPUs, an AMD EPYC with AVX2 and an Intel Xeon
-with AVX-512 and AMX (BENCHMARKS.md, "Implementations"). Every other backend, GPUs and TPUs
-included, runs the plain forms (`PLAIN`: grouped convolutions with `feature_group_count=2`,
-autodiff of the LRN formula, reduce_window pooling) until this code measures it there;
-`experiments/gpu_report.py` times every form on the GPU it runs on and prints the entry to
-adopt (BENCHMARKS.md, "On a GPU").
-Which form runs never changes the parameters or the outputs beyond float rounding, so it is not
-part of a model's identity: a checkpoint written with one resumes and evaluates with another.
+Which form runs is alexnet_jax/implementations.py's choice; it never changes the parameters or
+the outputs beyond float rounding.
 """
 
-import dataclasses
 import functools
-from typing import Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
-
-# The device-mesh axis that holds one tower per device (alexnet_jax.sharding builds the mesh).
-TOWER_AXIS = 'model'
 
 # Section 3.1: the units, rectified linear or the saturating tanh they are compared with.
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
@@ -76,11 +59,6 @@ def conv_space_to_depth(x: jax.Array, kernel: jax.Array, stride: int, padding: i
   kernel = jnp.pad(kernel, ((0, kb * s - k), (0, kb * s - k), (0, 0), (0, 0)))
   kernel = kernel.reshape(kb, s, kb, s, c, -1).transpose(0, 2, 1, 3, 4, 5)
   return rows @ kernel.reshape(kb * kb * s * s * c, -1)
-
-
-def _towers_on_devices(groups: int) -> bool:
-  """Whether the surrounding device mesh holds one tower per device, as the paper's GPUs did."""
-  return groups > 1 and jax.sharding.get_abstract_mesh().shape.get(TOWER_AXIS) == groups
 
 
 def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
@@ -184,9 +162,9 @@ class ResponseNormalized(nn.Module):
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
 
-  def response_norm(self, x: jax.Array, implementation: 'Implementation',
-                    groups: int) -> jax.Array:
-    """x normalized within each of `groups` towers, or x itself where `lrn` is off."""
+  def response_norm(self, x: jax.Array, implementation, groups: int) -> jax.Array:
+    """x normalized within each of `groups` towers, in `implementation`'s form (an
+    implementations.Implementation), or x itself where `lrn` is off."""
     if not self.lrn:
       return x
     return implementation.local_response_norm(x, groups=groups, k=self.lrn_k, n=self.lrn_n,
@@ -211,131 +189,3 @@ def max_pool_strided_views(x: jax.Array, window: int, stride: int) -> jax.Array:
   views = [x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
            for i in range(window) for j in range(window)]
   return functools.reduce(jnp.maximum, views)
-
-
-# ---------------------------------------------------------------------------------------------
-# The choice, once per backend.
-# ---------------------------------------------------------------------------------------------
-
-
-# ---------------------------------------------------------------------------------------------
-# The kernels XLA:CPU calls for convolutions: its own, or YNNPACK's (a compiler option of each
-# jitted function, so it needs no environment variable and touches nothing else).
-# ---------------------------------------------------------------------------------------------
-
-_YNNPACK = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
-
-
-def _cpu_features() -> set[str]:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return set(next((line for line in f if line.startswith('flags')), '').split())
-  except OSError:
-    return set()
-
-
-@functools.cache
-def _ynnpack_measured_here() -> bool:
-  """YNNPACK's convolutions were measured faster on both x86 CPUs CI runs on, an AMD EPYC with
-  AVX2 and an Intel Xeon with AVX-512 and AMX (BENCHMARKS.md, "Implementations"); other CPUs
-  (Arm, x86 without AVX2) have not been measured, and a jaxlib without the option cannot use
-  them."""
-  if 'avx2' not in _cpu_features():
-    return False
-  try:
-    probe = jax.device_put(jnp.ones(2), jax.devices('cpu')[0])
-    jax.jit(lambda x: x @ x).lower(probe).compile(compiler_options=_YNNPACK)
-  except Exception:  # pylint: disable=broad-except  (an option this jaxlib does not know)
-    return False
-  return True
-
-
-@dataclasses.dataclass(frozen=True)
-class Implementation:
-  """One implementation per operation; the defaults are the plain forms."""
-  grouped_conv: Literal['feature_groups', 'per_tower'] = 'feature_groups'
-  strided_conv: Literal['direct', 'space_to_depth'] = 'direct'
-  lrn: Literal['autodiff', 'custom_gradient'] = 'autodiff'
-  pooling: Literal['reduce_window', 'strided_views'] = 'reduce_window'
-  cpu_conv_kernels: Literal['xla', 'ynnpack'] = 'xla'
-  bias: Literal['autodiff', 'matmul_gradient'] = 'autodiff'
-
-  @property
-  def compiler_options(self) -> dict[str, str]:
-    """XLA options for every jitted function that runs the network (`jax.jit(...,
-    compiler_options=...)`); they apply to the CPU backend only."""
-    return dict(_YNNPACK) if self.cpu_conv_kernels == 'ynnpack' else {}
-
-  def conv(self, x: jax.Array, kernel: jax.Array, stride: int = 1, padding: int = 0,
-           groups: int = 1) -> jax.Array:
-    if _towers_on_devices(groups):
-      # XLA's partitioner would gather a grouped conv's operands; shard_map keeps each tower on
-      # its own device, which convolves its own maps with its own kernels.
-      channels = P(None, None, None, TOWER_AXIS)
-      return jax.shard_map(functools.partial(conv, stride=stride, padding=padding),
-                           in_specs=(channels, channels), out_specs=channels,
-                           axis_names={TOWER_AXIS})(x, kernel)
-    if groups > 1 and self.grouped_conv == 'per_tower':
-      return conv_per_tower(x, kernel, stride, padding, groups)
-    if groups == 1 and stride > 1 and self.strided_conv == 'space_to_depth':
-      return conv_space_to_depth(x, kernel, stride, padding)
-    return conv(x, kernel, stride, padding, groups)
-
-  def add_bias(self, y: jax.Array, bias: jax.Array) -> jax.Array:
-    return (add_bias_matmul_gradient if self.bias == 'matmul_gradient' else add_bias)(y, bias)
-
-  def local_response_norm(self, x: jax.Array, **constants) -> jax.Array:
-    return local_response_norm(x, custom_gradient=self.lrn == 'custom_gradient', **constants)
-
-  def max_pool(self, x: jax.Array, window: int, stride: int) -> jax.Array:
-    pool = max_pool_strided_views if self.pooling == 'strided_views' else max_pool
-    return pool(x, window, stride)
-
-
-PLAIN = Implementation()
-# Each operation's forms, the plain one first, and those only the CPU backend has.
-FORMS = {f.name: f.type.__args__ for f in dataclasses.fields(Implementation)}
-CPU_ONLY = ('cpu_conv_kernels',)
-# Measured per backend (see the module docstring); a backend not listed runs PLAIN. 'cpu' is
-# XLA's own convolutions, 'cpu+ynnpack' an x86 CPU where YNNPACK's were measured faster, which
-# also makes conv1's direct form faster than its space-to-depth form there.
-MEASURED = {
-    'cpu': Implementation('per_tower', 'space_to_depth', 'custom_gradient', 'reduce_window'),
-    'cpu+ynnpack': Implementation('per_tower', 'direct', 'custom_gradient', 'reduce_window',
-                                  'ynnpack', 'matmul_gradient'),
-}
-
-
-def for_backend(backend: str | None = None) -> Implementation:
-  backend = backend or jax.default_backend()
-  if backend == 'cpu' and _ynnpack_measured_here():
-    backend = 'cpu+ynnpack'
-  return MEASURED.get(backend, PLAIN)
-
-
-def compiler_options(network) -> dict[str, str]:
-  """The compiler options of the implementation `network` (AlexNet or CifarCNN) runs with."""
-  return (network.implementation or for_backend()).compiler_options
-
-
-def choose(spec: str = 'auto', backend: str | None = None) -> Implementation:
-  """The implementation a config's `implementation` field names.
-
-  'auto' is the backend's measured choice and 'plain' the plain forms; either may be followed by
-  `operation=form` pairs that override it, e.g. 'auto,pooling=reduce_window'. Raises
-  ValueError saying what is wrong.
-  """
-  base, *pairs = [part.strip() for part in spec.split(',')]
-  if base not in ('auto', 'plain'):
-    raise ValueError(f"start with 'auto' or 'plain', not {base!r}")
-  impl = for_backend(backend) if base == 'auto' else PLAIN
-  for pair in pairs:
-    name, _, form = pair.partition('=')
-    if name not in FORMS:
-      raise ValueError(f'{name!r} is not an operation; the operations are {", ".join(FORMS)}')
-    if form not in FORMS[name]:
-      raise ValueError(f'{name} is one of {", ".join(FORMS[name])}, not {form!r}')
-    if name in CPU_ONLY and form != FORMS[name][0] and (backend or jax.default_backend()) != 'cpu':
-      raise ValueError(f'{name}={form} is for the CPU backend only')
-    impl = dataclasses.replace(impl, **{name: form})
-  return impl

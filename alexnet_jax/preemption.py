@@ -1,4 +1,4 @@
-"""Stopping a run without losing work, and one run per workdir.
+"""Stopping a run without losing work.
 
 SIGTERM (a cluster's preemption notice) and SIGINT (Ctrl-C) ask the training loop to finish the
 step it is in, save a checkpoint, wait for it and exit 0; the same command then resumes. With
@@ -8,25 +8,16 @@ which every process stops and saves; a SIGINT is handed to that service as a SIG
 signals take the same path. A second signal while stopping ends the process at once (the
 checkpoints on disk stay intact: Orbax writes each one atomically).
 
-Input worker processes ignore both signals (the run stops them when it closes its iterator) and
-exit by themselves when the run's process is gone, even after a SIGKILL.
+Input worker processes leave both signals to the run (alexnet_jax/input_workers.py).
 """
 
-import datetime
-import errno
-import fcntl
 import os
 import signal
-import socket
-import sys
 import threading
-import time
 
 import jax
 from absl import logging
 from jax.experimental import multihost_utils
-
-from alexnet_jax.errors import UserError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -93,74 +84,3 @@ class StopRequest:
         return True
       return False
     return self.signal_name is not None
-
-
-# ---------------------------------------------------------------------------------------------
-# Input worker processes.
-# ---------------------------------------------------------------------------------------------
-
-
-def _exit_with_parent(parent: int) -> None:
-  while os.getppid() == parent:
-    time.sleep(1.0)
-  os._exit(0)  # pylint: disable=protected-access  # the run is gone: nothing to flush
-
-
-def init_input_worker(worker_index: int, worker_count: int) -> None:
-  """Grain's `worker_init_fn`: a worker leaves stopping to the run and dies with it."""
-  del worker_index, worker_count
-  for sig in SIGNALS:
-    signal.signal(sig, signal.SIG_IGN)
-  threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
-# ---------------------------------------------------------------------------------------------
-# One run per workdir.
-# ---------------------------------------------------------------------------------------------
-
-
-class WorkdirLock:
-  """An exclusive lock on `<workdir>/lock.<process index>`, held while a run uses the workdir.
-
-  The operating system releases it when the process ends in any way (SIGKILL included), so a
-  dead run never blocks the next one. The file records who holds it, for the refusal message.
-  """
-
-  def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, f'lock.{jax.process_index()}')
-    self._file = None
-
-  def __enter__(self):
-    try:
-      os.makedirs(os.path.dirname(self.path), exist_ok=True)
-      f = open(self.path, 'a+')
-    except OSError as e:
-      raise UserError(f'Cannot write to the workdir {os.path.dirname(self.path)}: '
-                      f'{e.strerror}. Choose a writable --workdir.') from None
-    try:
-      fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno not in (errno.EAGAIN, errno.EACCES):  # held; others: no locks on this fs
-        logging.warning('Cannot lock %s (%s): nothing stops a second run from using this '
-                        'workdir at the same time.', self.path, e.strerror)
-        self._file = f
-        return self
-      f.seek(0)
-      holder = f.read().strip() or 'another process'
-      f.close()
-      raise UserError(f'Another run is using the workdir {os.path.dirname(self.path)}: '
-                      f'{holder}. Wait for it to finish or stop it, or use another '
-                      '--workdir.') from None
-    f.seek(0)
-    f.truncate()
-    started = datetime.datetime.now().isoformat(timespec='seconds')
-    f.write(f'pid {os.getpid()} on {socket.gethostname()}, started {started}: '
-            f'{" ".join(sys.argv)}\n')
-    f.flush()
-    self._file = f
-    return self
-
-  def __exit__(self, *exc):
-    if self._file is not None:
-      self._file.close()  # closing releases the lock
-      self._file = None

@@ -3,8 +3,8 @@
 The mesh has two axes: `data` (each row trains on its own slice of the batch) and `model` (1, or
 2 for the paper's layout: one tower per device). Parameters are sharded by the rules below, over
 their names, and XLA derives the collectives from these shardings (the grouped convolutions
-stay on their tower's device, see ops.Implementation.conv): the towers meet only in conv3 and
-the fully connected layers, and gradients are summed over `data`.
+stay on their tower's device, see implementations.Implementation.conv): the towers meet only in
+conv3 and the fully connected layers, and gradients are summed over `data`.
 """
 
 import functools
@@ -15,8 +15,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from alexnet_jax import implementations
 from alexnet_jax.errors import require
-from alexnet_jax.ops import TOWER_AXIS
+from alexnet_jax.implementations import TOWER_AXIS
 
 AXES = ('data', TOWER_AXIS)
 
@@ -97,13 +98,15 @@ def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def jit(fn, mesh: Mesh, in_shardings, out_shardings, donate_argnums=(), compiler_options=None):
-  """jax.jit with shardings, tracing `fn` inside `mesh` so the towers find their devices."""
+def jit(fn, mesh: Mesh, in_shardings, out_shardings,
+        implementation: implementations.Implementation, donate_argnums=()):
+  """`implementation.jit` with shardings, tracing `fn` inside `mesh` so the towers find their
+  devices."""
 
   @functools.wraps(fn)
   def within_mesh(*args):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return fn(*args)
 
-  return jax.jit(within_mesh, in_shardings=in_shardings, out_shardings=out_shardings,
-                 donate_argnums=donate_argnums, compiler_options=compiler_options)
+  return implementation.jit(within_mesh, in_shardings=in_shardings, out_shardings=out_shardings,
+                            donate_argnums=donate_argnums)

@@ -31,7 +31,7 @@ from flax.training import train_state
 
 from alexnet_jax import (augment, checkpointing, config_check, diagnostics, fine_tune,
                          input_pipeline, optim, preemption, profiling, sharding, sources, stats,
-                         transforms)
+                         transforms, workdir_lock)
 from alexnet_jax.errors import UserError
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.metric_writer import MetricWriter
@@ -152,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_check.validate(config)
   workdir = checkpointing.absolute(workdir)
-  with preemption.StopRequest() as stop, preemption.WorkdirLock(workdir):
+  with preemption.StopRequest() as stop, workdir_lock.WorkdirLock(workdir):
     s = _setup(config, workdir)
     with contextlib.ExitStack() as cleanup:
       cleanup.callback(getattr(s.train_iter, 'close', lambda: None))
@@ -231,7 +231,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
   augment_fn = functools.partial(augment.train_inputs, lighting_scale=data.lighting_scale,
                                  dtype=config.model.dtype)
   view_fn = functools.partial(augment.center_view, crop=data.crop_size, dtype=config.model.dtype)
-  options = model.implementation.compiler_options  # e.g. XLA:CPU's convolution kernels
+  impl = model.implementation  # e.g. XLA:CPU's convolution kernels, a compiler option
   step_in = (state_sharding, batch_sharding, replicated, replicated, replicated)
   return _Setup(
       config=config, workdir=workdir, mesh=mesh, batch_sharding=batch_sharding,
@@ -248,13 +248,11 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
       train_step=sharding.jit(
           functools.partial(train_step, augment_fn=augment_fn,
                             skip_nonfinite=config.skip_nonfinite_updates),
-          mesh, step_in, (state_sharding, replicated), donate_argnums=0,
-          compiler_options=options),
+          mesh, step_in, (state_sharding, replicated), impl, donate_argnums=0),
       eval_step=sharding.jit(functools.partial(eval_step, view_fn=view_fn), mesh,
-                             (state_sharding, batch_sharding, replicated), replicated,
-                             compiler_options=options),
+                             (state_sharding, batch_sharding, replicated), replicated, impl),
       diagnose=sharding.jit(functools.partial(diagnostics.diagnose, augment_fn=augment_fn), mesh,
-                            step_in, replicated, compiler_options=options))
+                            step_in, replicated, impl))
 
 
 def device_batches(ds: grain.IterDataset, batch_sharding: jax.sharding.Sharding, ahead: int = 2):

@@ -103,9 +103,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.model = 1              # 1 | 2 | 0: 2 when there are 2+ devices and two towers, else 1
 
-  # How the operations are computed, never what (alexnet_jax/ops.py): 'auto' is the backend's
-  # measured choice, 'plain' XLA's own forms; either may add pairs, 'auto,pooling=reduce_window'
-  # or 'auto,cpu_conv_kernels=xla' (XLA:CPU's own convolutions instead of YNNPACK's).
+  # How the operations are computed, never what (alexnet_jax/implementations.py): 'auto' is the
+  # backend's measured choice, 'plain' XLA's own forms; either may add pairs,
+  # 'auto,pooling=reduce_window' or 'auto,cpu_conv_kernels=xla' (XLA:CPU's own convolutions
+  # instead of YNNPACK's).
   # Not part of the model: a checkpoint resumes and evaluates under any choice.
   c.implementation = 'auto'
   # JAX's persistent compilation cache: a restarted run loads its programs instead of compiling

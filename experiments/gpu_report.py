@@ -10,7 +10,8 @@ of time is reported with its error and the report still completes:
   step        experiments/step_benchmark.py: float32 and bf16, the backend's implementation,
               all-plain and each operation in its other form (alexnet_jax/ops.py), PyTorch
               eager and compile when torch is importable; batch 128, 5 runs of 10 steps. The
-              report prints the `ops.MEASURED` entry these figures support (`entry_to_adopt`)
+              report prints the `implementations.MEASURED` entry these figures support
+              (`entry_to_adopt`)
   pack        alexnet_jax.prepare: Imagenette as packed shards, unless --packed holds them
   input       experiments/input_benchmark.py with every core as a worker, over the JPEGs and
               the packed shards
@@ -44,7 +45,7 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import flops, metric_writer, ops
+from alexnet_jax import flops, implementations, metric_writer
 from alexnet_jax.model import create_model
 from configs import default
 from experiments import machine
@@ -234,25 +235,25 @@ ADOPT_MARGIN = 1.03
 
 
 def entry_to_adopt(step: dict) -> dict:
-  """The `ops.MEASURED` entry the step stage supports for its backend: the backend's choice
-  with every operation switched whose other form ran faster by more than ADOPT_MARGIN.
+  """The `implementations.MEASURED` entry the step stage supports for its backend: the backend's
+  choice with every operation switched whose other form ran faster by more than ADOPT_MARGIN.
 
   Each form is timed against the backend's choice with that one operation changed; the
   combination is what `implementation` (the config field's spec) lets a run confirm.
   """
   results, backend = step.get('results') or {}, step.get('backend', 'gpu')
-  base = step.get('auto') or dataclasses.asdict(ops.PLAIN)
+  base = step.get('auto') or dataclasses.asdict(implementations.PLAIN)
   dtypes = sorted({r['dtype'] for r in results.values()
                    if r.get('framework') == 'jax' and r.get('input', 'synthetic') == 'synthetic'})
   chosen, ratios = dict(base), {}
-  for name, forms in ops.FORMS.items():
+  for name, forms in implementations.FORMS.items():
     for form in forms:
       row = [results.get(f'jax {d} auto,{name}={form}', {}).get('vs_default') for d in dtypes]
       if form != base[name] and row and None not in row:
         ratios[f'{name}={form}'] = row
         if min(row) > ADOPT_MARGIN:
           chosen[name] = form
-  fields = {k: v for k, v in chosen.items() if v != getattr(ops.PLAIN, k)}
+  fields = {k: v for k, v in chosen.items() if v != getattr(implementations.PLAIN, k)}
   args = ', '.join(f'{k}={v!r}' for k, v in fields.items())
   return {'backend': backend, 'dtypes': dtypes, 'ratios': ratios, 'implementation': chosen,
           'spec': ','.join(['plain', *(f'{k}={v}' for k, v in fields.items())]),
@@ -267,10 +268,12 @@ def _adopt_lines(adopt: dict) -> list[str]:
   lines = [f'Each other form against the backend\'s choice ({"/".join(adopt["dtypes"])}): '
            f'{timed}.', '']
   if adopt['entry']:
-    return lines + [f'Entry to adopt in `ops.MEASURED`: `{adopt["entry"]}` (as a config field, '
-                    f'to confirm the combination: `--config.implementation={adopt["spec"]}`).']
+    return lines + [f'Entry to adopt in `implementations.MEASURED`: `{adopt["entry"]}` (as a '
+                    f'config field, to confirm the combination: '
+                    f'`--config.implementation={adopt["spec"]}`).']
   return lines + [f'Entry to adopt: none; no form beat the plain ones by {ADOPT_MARGIN - 1:.0%}, '
-                  f'so `{adopt["backend"]}` stays out of `ops.MEASURED` and runs the plain forms.']
+                  f'so `{adopt["backend"]}` stays out of `implementations.MEASURED` and runs the '
+                  'plain forms.']
 
 
 def training_summary(workdir: str) -> dict:

@@ -5,7 +5,7 @@ A run's state never comes from the sweep that started it, so any later command c
 - finished: its record (ROOT/NAME/run.json, written by the sweep) is there, or its metrics say it
   trained every step (the last 'train' record of metrics.jsonl has no time left, eta_s 0) and
   the checkpoint of that step is saved;
-- running: a process holds the workdir's lock (alexnet_jax/preemption.py), or SLURM runs its job;
+- running: a process holds the workdir's lock (alexnet_jax/workdir_lock.py), or SLURM runs its job;
 - queued: its job waits in SLURM's queue (requeued after a preemption, too);
 - failed: it started (a job was submitted, or a log was written) and neither finished nor runs:
   an error, a kill, or a time limit; the last line of its log says which;

@@ -18,11 +18,11 @@ FLOPs are counted from the layer shapes (alexnet_jax.flops: 2 per multiply-add o
 backward twice the forward less conv1's input gradient), the same on every backend; XLA's cost
 analysis leaves out the cuDNN convolutions on a GPU. The fraction of peak divides by the
 device's dense peak for the arithmetic actually used: bf16, or for float32 TF32 or full float32
-depending on jax_default_matmul_precision and the GPU (alexnet_jax.flops.float32_math).
+depending on jax_default_matmul_precision and the GPU (experiments/peaks.py).
 
---implementation adds contenders computed another way (alexnet_jax/ops.py): the same
-mathematics, e.g. 'plain', or 'auto,lrn=autodiff'; 'each' is 'plain' and the backend's choice
-with one operation's form changed, for every operation. --data adds the step fed by the real
+--implementation adds contenders computed another way (alexnet_jax/implementations.py): the
+same mathematics, e.g. 'plain', or 'auto,lrn=autodiff'; 'each' is 'plain' and the backend's
+choice with one operation's form changed, for every operation. --data adds the step fed by the real
 input pipeline (an ImageFolder of JPEGs or a `prepare`d packed folder) for each dtype: the
 end-to-end rate.
 """
@@ -45,10 +45,11 @@ from ml_collections import config_flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top
-from alexnet_jax import augment, flops, input_pipeline, ops, optim, sources, stats, train
+from alexnet_jax import (augment, flops, implementations, input_pipeline, optim, sources, stats,
+                         train)
 from alexnet_jax.model import create_model
 from alexnet_jax.train import TrainState, train_step
-from experiments import machine
+from experiments import machine, peaks
 # pylint: enable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,7 +61,7 @@ _RUNS = flags.DEFINE_integer('runs', 5, 'Timed runs; the median is reported.')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
 _DTYPES = flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'JAX compute dtypes.')
 _IMPLEMENTATIONS = flags.DEFINE_multi_string(
-    'implementation', [], 'Also time the step computed this way (ops.choose: plain, '
+    'implementation', [], 'Also time the step computed this way (implementations.choose: plain, '
     'auto,lrn=autodiff, ...); each is a contender. "each": plain, and every operation in turn '
     'in its other form.')
 _TORCH = flags.DEFINE_list('torch', ['eager', 'compile'], 'PyTorch modes; empty for none.')
@@ -71,22 +72,24 @@ _WORKERS = flags.DEFINE_integer('workers', 2, 'Grain worker processes for --data
 _BUDGET = flags.DEFINE_float('budget_s', 0, 'Prepare no further contender after this many '
                              'seconds (0: no limit); those left out are listed as errors.')
 
-def implementations(specs: list[str]) -> list[str]:
-  """'auto' first, then the specs asked for, 'each' expanded; checked by ops.choose."""
+def implementation_specs(specs: list[str]) -> list[str]:
+  """'auto' first, then the specs asked for, 'each' expanded; checked by
+  implementations.choose."""
   out = ['auto']
   for spec in specs:
     if spec == 'each':
-      chosen = ops.for_backend()
-      if chosen != ops.PLAIN:  # an unmeasured backend's 'auto' is already the plain forms
+      chosen = implementations.for_backend()
+      # An unmeasured backend's 'auto' is already the plain forms.
+      if chosen != implementations.PLAIN:
         out.append('plain')
-      for name, forms in ops.FORMS.items():
-        if name in ops.CPU_ONLY and jax.default_backend() != 'cpu':
+      for name, forms in implementations.FORMS.items():
+        if name in implementations.CPU_ONLY and jax.default_backend() != 'cpu':
           continue
         other = next(form for form in forms if form != getattr(chosen, name))
         out.append(f'auto,{name}={other}')
     else:
       try:
-        ops.choose(spec)
+        implementations.choose(spec)
       except ValueError as e:
         raise app.UsageError(f'--implementation={spec}: {e}') from e
       out.append(spec)
@@ -142,7 +145,7 @@ def jax_contender(model, crop: int, classes: int, batch: int, resize: int, norm,
   step = functools.partial(train_step, lr=0.01, augment_fn=functools.partial(
       augment.train_inputs, dtype=model.dtype))
   start = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0, compiler_options=ops.compiler_options(model)).lower(
+  compiled = model.implementation.jit(step, donate_argnums=0).lower(
       state, data, rng, norm).compile()
   info = {'compile_s': time.perf_counter() - start}
   mem = compiled.memory_analysis()
@@ -286,7 +289,7 @@ def main(argv):
 
   # In order of importance, for --budget_s: the backend's implementation, the real input,
   # PyTorch, and last the other implementations.
-  everything = implementations(_IMPLEMENTATIONS.value)
+  everything = implementation_specs(_IMPLEMENTATIONS.value)
   for dtype in _DTYPES.value:
     add_jax(dtype, everything[0])
   feed = None
@@ -318,7 +321,7 @@ def main(argv):
     rate = medians[name]
     row = {'images_per_sec': rate, 'runs': rates[name], **info,
            'gflops_per_image': per_image / 1e9, 'tflops_per_sec': per_image * rate / 1e12}
-    row.update(flops.fraction_of_peak(per_image * rate, device, row['dtype']))
+    row.update(peaks.fraction_of_peak(per_image * rate, device, row['dtype']))
     if baseline:
       row['vs_torch_eager'] = rate / baseline
     same = f'jax {info.get("dtype")}'
@@ -333,7 +336,7 @@ def main(argv):
         f'{_STEPS.value} steps; {machine.one_line(about)}')
   print(f'FLOPs counted from the layer shapes: {flops.forward_flops(reference, crop) / 1e9:.3f} '
         f'GFLOP forward, {per_image / 1e9:.3f} GFLOP per trained image; float32 matmul '
-        f'precision {precision!r} -> {"/".join(map(str, flops.float32_math(device)))}')
+        f'precision {precision!r} -> {"/".join(map(str, peaks.float32_math(device)))}')
   print(f'{"contender":52s} {"images/s":>9s} {"vs eager":>8s} {"vs ref":>7s} {"TFLOP/s":>8s} '
         f'{"peak":>7s} {"of peak":>8s} {"compile s":>9s}')
   for name, r in results.items():
@@ -347,9 +350,9 @@ def main(argv):
       json.dump({'batch': batch, 'crop': crop, 'runs': _RUNS.value, 'steps': _STEPS.value,
                  'machine': about, 'device': device.device_kind, 'jax': jax.__version__,
                  'backend': jax.default_backend(),
-                 'auto': dataclasses.asdict(ops.for_backend()),
+                 'auto': dataclasses.asdict(implementations.for_backend()),
                  'matmul_precision': precision,
-                 'float32_math': flops.float32_math(device)[0],
+                 'float32_math': peaks.float32_math(device)[0],
                  'gflops_per_image': per_image / 1e9,
                  'forward_gflops_per_image': flops.forward_flops(reference, crop) / 1e9,
                  'layer_macs': {l.name: l.macs for l in flops.layers(reference, crop)},

@@ -65,7 +65,7 @@ def run(config, mesh, data):
   # The augmentation's float part runs in the step, each row with its own draws.
   step = sharding.jit(functools.partial(train.train_step, augment_fn=augment.train_inputs), mesh,
                       (state_sharding, batch_sharding, replicated, replicated, replicated),
-                      (state_sharding, replicated))
+                      (state_sharding, replicated), model.implementation)
   state = jax.device_put(state, state_sharding)
   rng, norm = jax.random.key(1), jax.device_put(normalization(), replicated)
   lr = config.optim.base_lr

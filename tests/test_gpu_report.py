@@ -105,7 +105,7 @@ def test_the_entry_to_adopt_takes_each_form_faster_in_every_dtype():
                             "pooling='strided_views'),")
   assert adopt['spec'] == 'plain,grouped_conv=per_tower,pooling=strided_views'
   assert set(adopt['ratios']) == set(speedups) and adopt['dtypes'] == ['bfloat16', 'float32']
-  assert 'Entry to adopt in `ops.MEASURED`' in '\n'.join(gpu_report._adopt_lines(adopt))
+  assert 'Entry to adopt in `implementations.MEASURED`' in '\n'.join(gpu_report._adopt_lines(adopt))
 
   slower = {k: {**v, 'vs_default': 0.9} if v['vs_default'] else v for k, v in results.items()}
   adopt = gpu_report.entry_to_adopt({'backend': 'gpu', 'results': slower})

@@ -1,5 +1,5 @@
 """The network against docs/paper.md: parameter tree, count, initialization, and logits against an
-independent NumPy network under every implementation (alexnet_jax/ops.py)."""
+independent NumPy network under every implementation (alexnet_jax/implementations.py)."""
 
 import flax
 import jax
@@ -7,17 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import ops
+from alexnet_jax import implementations
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.model import AlexNet, count_params
 from tests import numpy_alexnet
 
 # Every operation in both of its forms (YNNPACK's convolutions on the CPUs that choose them).
-IMPLEMENTATIONS = {'plain': ops.PLAIN,
-                   'fast': ops.Implementation('per_tower', 'space_to_depth', 'custom_gradient',
-                                              'strided_views',
-                                              ops.for_backend('cpu').cpu_conv_kernels,
-                                              'matmul_gradient')}
+IMPLEMENTATIONS = {
+    'plain': implementations.PLAIN,
+    'fast': implementations.Implementation('per_tower', 'space_to_depth', 'custom_gradient',
+                                           'strided_views',
+                                           implementations.for_backend('cpu').cpu_conv_kernels,
+                                           'matmul_gradient')}
+# What create_model resolves implementation='auto' to on this backend.
+AUTO = implementations.for_backend()
 
 PAPER_SHAPES = {
     'conv1': (11, 11, 3, 96), 'conv2': (5, 5, 48, 256), 'conv3': (3, 3, 256, 384),
@@ -34,8 +37,8 @@ def _init(model, x, seed: int):
 
 def _apply(model, params, x, **kwargs):
   """The model jitted as training jits it, with its implementation's compiler options."""
-  return jax.jit(model.apply, static_argnames='train',
-                 compiler_options=ops.compiler_options(model))({'params': params}, x, **kwargs)
+  return model.implementation.jit(model.apply, static_argnames='train')({'params': params}, x,
+                                                                        **kwargs)
 
 
 def _shapes(model, size):
@@ -46,7 +49,7 @@ def _shapes(model, size):
 
 @pytest.mark.parametrize('size,padding', [(227, 0), (224, 2)])
 def test_parameter_tree_and_count(size, padding):
-  params = _shapes(AlexNet(conv1_padding=padding), size)
+  params = _shapes(AlexNet(conv1_padding=padding, implementation=AUTO), size)
   assert list(params) == list(PAPER_SHAPES)
   for name, shape in PAPER_SHAPES.items():
     assert set(params[name]) == {'kernel', 'bias'}
@@ -57,7 +60,7 @@ def test_parameter_tree_and_count(size, padding):
 
 
 def test_spatial_sizes_follow_the_paper():
-  model = AlexNet()
+  model = AlexNet(implementation=AUTO)
   _, state = jax.eval_shape(lambda: model.init_with_output(
       jax.random.key(0), jnp.zeros((1, 227, 227, 3)), train=False,
       capture_intermediates=True))
@@ -68,7 +71,8 @@ def test_spatial_sizes_follow_the_paper():
 
 
 def test_initialization_is_the_papers():
-  params = AlexNet().init(jax.random.key(0), jnp.zeros((1, 227, 227, 3)), train=False)['params']
+  params = AlexNet(implementation=AUTO).init(jax.random.key(0), jnp.zeros((1, 227, 227, 3)),
+                                             train=False)['params']
   for name in PAPER_SHAPES:
     kernel = np.asarray(params[name]['kernel'])
     assert abs(kernel.mean()) < 1e-3, name
@@ -78,7 +82,8 @@ def test_initialization_is_the_papers():
 
 
 def test_positive_bias_changes_only_the_biases_the_paper_sets_to_one():
-  init = lambda **kw: _init(AlexNet(width=0.125, **kw), jnp.zeros((1, 67, 67, 3)), 0)
+  init = lambda **kw: _init(AlexNet(width=0.125, **kw, implementation=AUTO),
+                            jnp.zeros((1, 67, 67, 3)), 0)
   paper, caffe = init(), init(positive_bias=0.1)
   for name in PAPER_SHAPES:
     np.testing.assert_array_equal(caffe[name]['kernel'], paper[name]['kernel'])
@@ -115,7 +120,7 @@ def test_caffe_lrn_across_the_towers_matches_numpy():
   """Caffe's AlexNet: k = 1, alpha / n, and the window running across the tower boundary (the
   LRN forms with one group are held to NumPy in tests/test_ops.py)."""
   model = AlexNet(num_classes=7, width=0.25, lrn_k=1.0, lrn_alpha=2e-5, lrn_across_towers=True,
-                  implementation=ops.PLAIN)
+                  implementation=implementations.PLAIN)
   images = np.random.default_rng(4).normal(0, 60, size=(2, 67, 67, 3)).astype(np.float32)
   params = jax.tree.map(lambda p: p * 20.0, _init(model, images[:1], 1))
   got = np.asarray(_apply(model, params, images, train=False))
@@ -127,7 +132,7 @@ def test_caffe_lrn_across_the_towers_matches_numpy():
 
 
 def test_hidden_fc_init_std_draws_fc6_and_fc7_alone():
-  model = AlexNet(hidden_fc_init_std=0.005)
+  model = AlexNet(hidden_fc_init_std=0.005, implementation=AUTO)
   for name, std in (('conv3', 0.01), ('fc6', 0.005), ('fc7', 0.005), ('fc8', 0.01)):
     init = model._kernel_init(name)  # pylint: disable=protected-access
     kernel = init(jax.random.key(0), (512, 512))
@@ -148,7 +153,7 @@ def test_gradients_are_the_same_under_every_implementation():
       logits = model.apply({'params': params}, images, train=False)
       return -jax.nn.log_softmax(logits)[jnp.arange(3), labels].mean()
 
-    grads[name] = jax.jit(jax.grad(loss), compiler_options=ops.compiler_options(model))(params)
+    grads[name] = implementation.jit(jax.grad(loss))(params)
   for layer in PAPER_SHAPES:
     for leaf in ('kernel', 'bias'):
       plain, fast = grads['plain'][layer][leaf], grads['fast'][layer][leaf]
@@ -159,20 +164,21 @@ def test_gradients_are_the_same_under_every_implementation():
 
 def test_variants_are_fields_of_one_module():
   x = jnp.zeros((1, 227, 227, 3))
-  no_lrn = AlexNet(lrn=False, pool_window=2, pool_stride=2)
+  no_lrn = AlexNet(lrn=False, pool_window=2, pool_stride=2, implementation=AUTO)
   params = _shapes(no_lrn, 227)
   assert params['fc6']['kernel'].shape[0] == 6 * 6 * 256  # 55 -> 27 -> 13 -> 6 with 2/2 pools
-  one_tower = _shapes(AlexNet(towers=1, conv_features=(48, 128, 192, 192, 256)), 227)
+  one_tower = _shapes(AlexNet(towers=1, conv_features=(48, 128, 192, 192, 256),
+                              implementation=AUTO), 227)
   assert one_tower['conv2']['kernel'].shape == (5, 5, 48, 128)
   assert one_tower['conv4']['kernel'].shape == (3, 3, 192, 192)
-  wide = _shapes(AlexNet(width=0.5, num_classes=10), 227)
+  wide = _shapes(AlexNet(width=0.5, num_classes=10, implementation=AUTO), 227)
   assert wide['conv1']['kernel'].shape == (11, 11, 3, 48)
   assert wide['fc8']['kernel'].shape == (2048, 10)
   del x
 
 
 def test_dropout_only_in_training():
-  model = AlexNet(num_classes=10, width=0.125)
+  model = AlexNet(num_classes=10, width=0.125, implementation=AUTO)
   x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (2, 67, 67, 3)), jnp.float32)
   params = _init(model, x, 0)
   params = jax.tree.map(lambda p: p * 5.0, params)
@@ -184,8 +190,8 @@ def test_dropout_only_in_training():
 
 def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   x = jnp.asarray(np.random.default_rng(0).normal(0, 60, (2, 67, 67, 3)), jnp.float32)
-  f32 = AlexNet(num_classes=10, width=0.25)
-  bf16 = AlexNet(num_classes=10, width=0.25, dtype=jnp.bfloat16)
+  f32 = AlexNet(num_classes=10, width=0.25, implementation=AUTO)
+  bf16 = AlexNet(num_classes=10, width=0.25, dtype=jnp.bfloat16, implementation=AUTO)
   params = _init(bf16, x, 0)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   params = jax.tree.map(lambda p: p * 5.0, params)
@@ -198,7 +204,7 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
 @pytest.mark.parametrize('removed', [2, 3, 4])
 def test_removing_a_middle_conv_layer_matches_numpy(removed):
   """Section 7's ablation: the layer's conv, ReLU and LRN go, its pooling stays."""
-  model = AlexNet(num_classes=5, width=0.25, skip_convs=(removed,))
+  model = AlexNet(num_classes=5, width=0.25, skip_convs=(removed,), implementation=AUTO)
   images = np.random.default_rng(3).normal(0, 60, size=(2, 99, 99, 3)).astype(np.float32)
   params = _init(model, images[:1], 1)
   assert f'conv{removed}' not in params and len(params) == 7

@@ -1,12 +1,12 @@
 """Each operation's forms against the paper's formula (NumPy) and against each other, values
-and gradients; and how an implementation is chosen."""
+and gradients."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import ops
+from alexnet_jax import implementations, ops
 from tests import numpy_alexnet
 
 LRN = dict(k=2.0, n=5, alpha=1e-4, beta=0.75)
@@ -74,7 +74,7 @@ def test_grouped_conv_forms_match_numpy(form):
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(ops.for_backend('cpu').cpu_conv_kernels != 'ynnpack',
+@pytest.mark.skipif(implementations.for_backend('cpu').cpu_conv_kernels != 'ynnpack',
                     reason='YNNPACK is chosen only on the CPUs it was measured on')
 @pytest.mark.parametrize('stride,padding,groups', [(4, 0, 1), (1, 2, 2), (1, 1, 1)])
 def test_ynnpack_convolutions_match_numpy_and_xlas_gradients(stride, padding, groups):
@@ -83,12 +83,12 @@ def test_ynnpack_convolutions_match_numpy_and_xlas_gradients(stride, padding, gr
   x = jnp.asarray(rng.normal(size=(2, size, size, 4)).astype(np.float32))
   kernel = jnp.asarray(rng.normal(size=(k, k, 4 // groups, 6)).astype(np.float32))
   conv = lambda x, kernel: ops.conv(x, kernel, stride, padding, groups)
-  ynn = ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options
-  got = jax.jit(conv, compiler_options=ynn)(x, kernel)
+  ynn = implementations.Implementation(cpu_conv_kernels='ynnpack')
+  got = ynn.jit(conv)(x, kernel)
   expected = numpy_alexnet.conv(np.asarray(x), np.asarray(kernel), np.zeros(6), stride, padding,
                                 groups=groups)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-  ours = jax.jit(lambda *a: _grads(conv, *a), compiler_options=ynn)(x, kernel)
+  ours = ynn.jit(lambda *a: _grads(conv, *a))(x, kernel)
   xla = jax.jit(lambda *a: _grads(conv, *a))(x, kernel)
   for a, b in zip(ours, xla):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
@@ -130,75 +130,3 @@ def test_bias_matmul_gradient_matches_numpy_and_autodiff(dtype):
   for ours, theirs in zip((dy, db), plain):
     np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32),
                                **tolerance)
-
-
-def test_implementation_dispatches_each_operation_to_its_form(monkeypatch):
-  calls = []
-  for name in ('conv', 'conv_per_tower', 'conv_space_to_depth'):
-    monkeypatch.setattr(ops, name, lambda *a, name=name, **k: calls.append(name))
-  fast = ops.Implementation('per_tower', 'space_to_depth')
-  x, kernel = jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 2, 4))
-  fast.conv(x, kernel, 1, 1, 2)  # grouped
-  fast.conv(x, kernel, 4, 0, 1)  # strided, one group
-  fast.conv(x, kernel, 1, 1, 1)  # neither
-  ops.PLAIN.conv(x, kernel, 4, 0, 1)
-  assert calls == ['conv_per_tower', 'conv_space_to_depth', 'conv', 'conv']
-  for name in ('add_bias', 'add_bias_matmul_gradient'):
-    monkeypatch.setattr(ops, name, lambda *a, name=name: calls.append(name))
-  ops.PLAIN.add_bias(x, kernel)
-  ops.Implementation(bias='matmul_gradient').add_bias(x, kernel)
-  assert calls[-2:] == ['add_bias', 'add_bias_matmul_gradient']
-
-
-def test_choose_reads_a_config_field():
-  assert ops.choose('plain') == ops.PLAIN
-  assert ops.choose('auto', backend='cpu') in (ops.MEASURED['cpu'], ops.MEASURED['cpu+ynnpack'])
-  assert ops.choose('auto', backend='a backend never measured') == ops.PLAIN
-  mixed = ops.choose('auto, pooling=strided_views', backend='cpu')
-  assert mixed.pooling == 'strided_views' and mixed.lrn == 'custom_gradient'
-  mixed = ops.choose('auto, lrn=autodiff', backend='cpu')
-  assert mixed.lrn == 'autodiff' and mixed.grouped_conv == ops.MEASURED['cpu'].grouped_conv
-  assert ops.choose('plain,lrn=custom_gradient').lrn == 'custom_gradient'
-  with pytest.raises(ValueError, match="start with 'auto' or 'plain'"):
-    ops.choose('fast')
-  with pytest.raises(ValueError, match='not an operation; the operations are grouped_conv'):
-    ops.choose('auto,pool=strided_views')
-  with pytest.raises(ValueError, match="pooling is one of reduce_window, strided_views, not 'x'"):
-    ops.choose('auto,pooling=x')
-
-
-def test_a_backend_never_measured_runs_the_plain_forms():
-  # Without a measurement by this code on a backend, an entry for it would be a guess.
-  assert set(ops.MEASURED) == {'cpu', 'cpu+ynnpack'}
-  for backend in ('gpu', 'cuda', 'rocm', 'tpu'):
-    assert ops.for_backend(backend) == ops.PLAIN == ops.choose('auto', backend=backend)
-  assert ops.PLAIN.grouped_conv == 'feature_groups'
-
-
-def _ynnpack_option_known() -> bool:
-  try:
-    jax.jit(lambda x: x + 1).lower(1.0).compile(
-        compiler_options=ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options)
-  except Exception:  # pylint: disable=broad-except
-    return False
-  return True
-
-
-def test_ynnpack_is_chosen_only_on_the_cpus_it_was_measured_on(monkeypatch):
-  def chosen(features):
-    monkeypatch.setattr(ops, '_cpu_features', lambda: features)
-    ops._ynnpack_measured_here.cache_clear()  # pylint: disable=protected-access
-    return ops.for_backend('cpu')
-  try:
-    assert chosen({'avx2', 'fma'}) == ops.MEASURED[
-        'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
-    assert chosen({'avx2', 'fma', 'avx512f', 'amx_tile'}) == ops.MEASURED[  # Intel Xeon
-        'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
-    assert chosen({'asimd'}) == ops.MEASURED['cpu']                            # Arm: unmeasured
-  finally:
-    ops._ynnpack_measured_here.cache_clear()  # pylint: disable=protected-access
-  assert ops.Implementation(cpu_conv_kernels='ynnpack').compiler_options == {
-      'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
-  assert ops.for_backend('gpu').compiler_options == {} and ops.PLAIN.compiler_options == {}
-  with pytest.raises(ValueError, match='for the CPU backend only'):
-    ops.choose('auto,cpu_conv_kernels=ynnpack', backend='gpu')

@@ -58,7 +58,8 @@ def python_prose(source: str) -> str:
 
 def _held(root: str, path: str, modules: set[str]) -> bool:
   """Whether `root` holds `path`: a file or folder, a module written as a path
-  (experiments/gpu_report, alexnet_jax/ops.choose), or, bare, a module anywhere (ops.py)."""
+  (experiments/gpu_report, alexnet_jax/implementations.choose), or, bare, a module anywhere
+  (ops.py)."""
   if '/' not in path and path.endswith('.py'):
     return path in modules
   stem = path.rsplit('.', 1)[0] if '.' in path.rsplit('/', 1)[-1] else path
