@@ -46,7 +46,7 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
   """A fresh train state: `params` (an imported network's) or the model's initialization."""
   if params is None:
     images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
+    params = model.implementation.jit(lambda r: model.init(r, images, train=False))(rng)['params']
   tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
                     optim_config.decay_biases, optim_config.fc8_lr_scale,
                     optim_config.bias_lr_scale)
@@ -244,7 +244,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
       steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       eval_every=steps_per_epoch if config.eval_every_steps == -1 else config.eval_every_steps,
       run_key=run_key,
-      init=jax.jit(init, out_shardings=state_sharding),
+      init=impl.jit(init, out_shardings=state_sharding),
       train_step=sharding.jit(
           functools.partial(train_step, augment_fn=augment_fn,
                             skip_nonfinite=config.skip_nonfinite_updates),
