@@ -46,7 +46,7 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
   """A fresh train state: `params` (an imported network's) or the model's initialization."""
   if params is None:
     images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    params = model.implementation.jit(lambda r: model.init(r, images, train=False))(rng)['params']
+    params = jax.jit(lambda r: model.init(r, images, train=False))(rng)['params']
   tx = optim.create(optim_config.base_lr, optim_config.momentum, optim_config.weight_decay,
                     optim_config.decay_biases, optim_config.fc8_lr_scale,
                     optim_config.bias_lr_scale)
