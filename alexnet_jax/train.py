@@ -28,6 +28,7 @@ from alexnet_jax import (augment, checkpointing, config_check, diagnostics, fine
                          input_pipeline, optim, preemption, profiling, sharding, sources, stats,
                          transforms)
 from alexnet_jax.errors import UserError
+from alexnet_jax.evaluate import top_k_misses
 from alexnet_jax.cifar_cnn import CifarCNN
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.model import AlexNet, count_params, create_model
@@ -54,14 +55,6 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
 # ---------------------------------------------------------------------------------------------
 
 
-def _error_counts(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per-example top-1 and top-5 errors (1.0 where the label is not among the top k)."""
-  k = min(5, logits.shape[-1])
-  top = jax.lax.top_k(logits, k)[1]
-  hit = top == labels[:, None]
-  return 1.0 - hit[:, 0].astype(jnp.float32), 1.0 - hit.any(-1).astype(jnp.float32)
-
-
 def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: stats.Normalization,
                augment_fn=augment.train_inputs,
                skip_nonfinite: bool = False) -> tuple[TrainState, dict]:
@@ -85,7 +78,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: stats.Norma
     return loss, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  top1, top5 = _error_counts(logits, batch['label'])
+  top1, top5 = top_k_misses(logits, batch['label'])
   new_state = state.apply_gradients(grads=grads)
   finite = jnp.isfinite(loss) & jnp.stack(
       [jnp.isfinite(x).all() for x in jax.tree.leaves(new_state.params)]).all()
@@ -104,7 +97,7 @@ def eval_step(state: TrainState, batch: dict, norm: stats.Normalization,
   `view_fn(images, norm)` cuts the test view from the uint8 images on the device."""
   logits = state.apply_fn({'params': state.params}, view_fn(batch['image'], norm), train=False)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  top1, top5 = _error_counts(logits, batch['label'])
+  top1, top5 = top_k_misses(logits, batch['label'])
   mask = batch['mask']
   return {'loss': (loss * mask).sum(), 'top1_err': (top1 * mask).sum(),
           'top5_err': (top5 * mask).sum(), 'count': mask.sum()}
