@@ -164,11 +164,6 @@ def resumed_policy(policy: optim.PlateauState, saved_base_lr: float,
   return dataclasses.replace(policy, lr=lr)
 
 
-def decoder_used(decoder: str) -> str:
-  """The JPEG decoder `data.decoder` resolves to here; recorded in every checkpoint."""
-  return 'simplejpeg+opencv' if decoder == 'auto' and transforms.FAST_DECODER else 'pillow'
-
-
 class _FiniteCheck:
   """The `finite` flag of every step since the last check, read from the device only when the
   loop is about to log, evaluate or save, so that checking costs no synchronisation per step."""
@@ -293,7 +288,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, stop: preemption.Sto
 
     def meta():
       return {'lr_policy': dataclasses.asdict(policy), 'class_names': train_src.class_names,
-              'decoder': decoder_used(data.decoder), 'skipped_updates': finite.skipped}
+              'decoder': transforms.decoder_name(data.decoder), 'skipped_updates': finite.skipped}
 
     def save(step, val_top1_err=None, wait=False):
       finite.verify(mgr, workdir, config.optim.base_lr)  # never a checkpoint of a diverged run

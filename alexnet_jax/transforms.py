@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover - depends on the environment
   FAST_DECODER = False
 
 DECODERS = ('auto', 'pillow')
+# The decoder that ran, by the name a checkpoint records: 'auto' is Pillow where simplejpeg and
+# OpenCV are not installed, so the setting alone does not say which pixels training saw.
+_FAST_NAME, _PILLOW_NAME = 'simplejpeg+opencv', 'pillow'
 
 
 class UndecodableImage(ValueError):
@@ -37,6 +40,17 @@ class UndecodableImage(ValueError):
 
 def _use_fast(decoder: str) -> bool:
   return decoder == 'auto' and FAST_DECODER
+
+
+def decoder_name(decoder: str) -> str:
+  """The decoder a `data.decoder` setting runs here, named as a checkpoint records it."""
+  return _FAST_NAME if _use_fast(decoder) else _PILLOW_NAME
+
+
+def decoder_setting(name: str | None) -> str | None:
+  """The `data.decoder` that decodes as the recorded decoder `name` did; None where a
+  checkpoint records none (one written before checkpoints carried it)."""
+  return {_FAST_NAME: 'auto', _PILLOW_NAME: 'pillow'}.get(name)
 
 
 def _decode_pillow(image_bytes: bytes, min_size: int) -> np.ndarray:
