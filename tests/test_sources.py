@@ -151,7 +151,7 @@ def test_tfds_source_goes_to_workers_and_gives_statistics(tfds_dir):
   train = sources.TFDS('photo_set', 'train', tfds_dir)
   copy = pickle.loads(pickle.dumps(train))  # how Grain hands a source to worker processes
   assert copy[3] == train[3]
-  norm = stats.compute(train, size=16, threads=1)
+  norm = stats.compute(train, size=16, threads=1).norm
   images = np.stack([transforms.resize_center_crop(transforms.decode(train[i]['image_bytes'], 16),
                                                    16)
                      for i in range(len(train))]).astype(np.float64)
