@@ -53,6 +53,7 @@ def test_paper_config_without_imagenet_says_where_it_looked(tmp_path):
   assert result.returncode != 0
   assert str(tmp_path / 'nowhere' / 'train') in result.stderr
   assert '--config.data.train_dir' in result.stderr and 'Traceback' not in result.stderr
+  assert 'set IMAGENET_DIR, which this config reads' in result.stderr
 
 
 def test_imagenette_without_its_data_names_imagenette_dir(tmp_path, monkeypatch):
@@ -60,7 +61,8 @@ def test_imagenette_without_its_data_names_imagenette_dir(tmp_path, monkeypatch)
                 env={'IMAGENETTE_DIR': str(tmp_path / 'nowhere')})
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert str(tmp_path / 'nowhere' / 'train') in result.stderr
-  assert 'IMAGENETTE_DIR for configs/imagenette.py' in result.stderr
+  assert 'set IMAGENETTE_DIR, which this config reads, to the folder holding train/ and val/' in (
+      result.stderr)
   # Unset, the default is the copy beside the repository, whatever the working directory.
   monkeypatch.delenv('IMAGENETTE_DIR', raising=False)
   monkeypatch.chdir(tmp_path)
