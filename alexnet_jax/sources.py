@@ -14,8 +14,7 @@ dataset gives every image the same label.
 - `Packed`: the project's own ArrayRecord shards of 256x256 JPEGs (see `alexnet_jax.prepare`).
 
 A file that cannot be read gives empty `image_bytes` and an `error`; decoding then skips it by
-the pipeline's stated policy (see `input_pipeline.decode_resize_crop`) rather than stopping the
-epoch.
+the pipeline's broken-file policy (alexnet_jax.input_pipeline) rather than stopping the epoch.
 
 `train_source` and `eval_source` build the sources a config's `data` section names:
 `data.source` is 'imagefolder' (data.train_dir, one folder per synset; data.val_dir the same

@@ -3,10 +3,9 @@
 Images are HxWx3 uint8 arrays, RGB, on the 0-255 scale. `decode` turns any stored image into
 such an array; `resize_center_crop` is the paper's offline step (shorter side to 256, central
 256x256 patch); `subtract_mean` subtracts the training set's mean image; `crop`, `mirror` and
-`lighting_shift` are the two forms of data augmentation. Training draws the augmentation and
-cuts the patches in its Grain pipeline and does the float arithmetic on the device
-(alexnet_jax/augment.py); these NumPy forms are the reference it is tested against, and what
-reading a single image for inference uses.
+`lighting_shift` are the two forms of data augmentation. Training splits these steps between
+the host and the device (alexnet_jax.augment); these NumPy forms are the reference it is tested
+against, and what reading a single image for inference uses.
 
 Decoding and resizing use simplejpeg (libjpeg-turbo) and OpenCV when they are installed
 (`pip install alexnet_jax[fast]`), else Pillow: the first is the faster (BENCHMARKS.md,
