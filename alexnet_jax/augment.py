@@ -14,7 +14,9 @@ a fifth of its images per second (BENCHMARKS.md, "Input pipeline").
 Device, per batch (`train_inputs`): the uint8 patch minus the matching patch of the training
 set's mean image (Section 2; reflected with it), plus the lighting offset, cast to the compute
 dtype: XLA fuses it into conv1's input. The host sends uint8 patches and 21 bytes of draws, a
-fifth fewer bytes than the 256x256 images, and does no float work on pixels.
+fifth fewer bytes than the 256x256 images and a quarter of float32's, and does no float work on
+pixels. Evaluation sends the 256x256 uint8 images, and the device cuts the test views from them
+(`eval_inputs`).
 
 `alexnet_jax.transforms` holds the same steps in NumPy, one example at a time; the tests hold
 both to the same numbers.

@@ -11,6 +11,7 @@ import difflib
 import os
 import runpy
 import sys
+import traceback
 from typing import Any, Mapping
 
 import jax
@@ -35,7 +36,8 @@ def define_config_file(default: str | None, help_string: str) -> flags.FlagHolde
   A default file is read, and the overrides checked against it, here and now."""
   try:
     return config_flags.DEFINE_config_file('config', default, help_string, lock_config=True)
-  except (AttributeError, KeyError):  # an override of a field that is not there
+  except (AttributeError, KeyError) as e:  # an override of a field that is not there, or a bug
+    _raise_if_from_config_file(e, sys.argv, default)
     sys.exit(f'error: {_unknown_field(sys.argv, default)}')
 
 
@@ -92,11 +94,30 @@ def apply_data_overrides(config: ml_collections.ConfigDict, values: Mapping[str,
     config.data[field] = value if isinstance(old, bool) or old is None else type(old)(value)
 
 
+def _named_config(argv: list[str], default=None):
+  """What --config names: a config file's path (perhaps with ':ARGUMENT'), or a ConfigDict."""
+  given = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  return given or default or (flags.FLAGS['config'].default if 'config' in flags.FLAGS
+                              else None)
+
+
+def _raise_if_from_config_file(error: Exception, argv: list[str], default=None) -> None:
+  """Raises `error` again, traceback and all, where the config file's own code raised it: a bug
+  in the file is not a misspelled --config.FIELD, and is found where the traceback points."""
+  config = _named_config(argv, default)
+  if not isinstance(config, str):
+    return
+  path = os.path.realpath(config.split(':', 1)[0])
+  if any(os.path.realpath(frame.f_code.co_filename) == path
+         for frame, _ in traceback.walk_tb(error.__traceback__)):
+    error.add_note(f'(a bug in the config file {config.split(":", 1)[0]}, not a misspelled '
+                   '--config.FIELD)')
+    raise error
+
+
 def _unknown_field(argv: list[str], default=None) -> str:
   """The first --config.X=V override that names no field of the config, and the nearest."""
-  given = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-  config = given or default or (flags.FLAGS['config'].default if 'config' in flags.FLAGS
-                                else None)
+  config = _named_config(argv, default)
   if isinstance(config, str):  # a config file
     config = runpy.run_path(config)['get_config']()
   for arg in argv:
@@ -122,5 +143,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     sys.exit(f'error: {e}. Pass --helpfull to list the flags.')
-  except (AttributeError, KeyError):  # ml_collections: an override of a field that is not there
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a missing field
+    _raise_if_from_config_file(e, argv)
     sys.exit(f'error: {_unknown_field(argv)}')

@@ -22,6 +22,7 @@ checkpoints, the PNG and the CSV are the ensemble's.
 """
 
 import csv
+import dataclasses
 import functools
 import json
 import os
@@ -30,7 +31,10 @@ import time
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
@@ -39,29 +43,53 @@ from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
 from alexnet_jax.model import create_model
+from alexnet_jax.stats import Normalization
 
 VIEWS = ('center', 'ten')
 FLAGS = flags.FLAGS
 
 
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+  """What evaluating one checkpoint needs, read once for all its views."""
+  network: nn.Module
+  params: Any               # on the device
+  source: Any               # the validation split, or the ImageFolder `images`
+  norm: Normalization
+  data: ml_collections.ConfigDict  # the checkpoint's data config, overrides applied
+
+
 def _prepare(loaded: checkpointing.Loaded, overrides: Mapping[str, Any] = MappingProxyType({}),
-             images: str = ''):
-  """(network, params, validation source, normalization, data config) of one checkpoint;
-  `images` (an ImageFolder) replaces the config's validation split."""
+             images: str = '') -> _Prepared:
+  """One checkpoint, ready to evaluate; `images` (an ImageFolder) replaces the config's
+  validation split."""
   config = checkpoint_config(loaded, overrides)  # the decoder training used, then overrides
   data_config = config.data
   class_names = list(loaded.class_names) or list(sources.train_source(data_config).class_names)
   eval_src = (sources.ImageFolder(images, class_names=class_names) if images
               else sources.eval_source(data_config, class_names))
-  return (create_model(config.model), jax.device_put(loaded.params), eval_src,
-          normalization(loaded, data_config), data_config)
+  return _Prepared(network=create_model(config.model), params=jax.device_put(loaded.params),
+                   source=eval_src, norm=normalization(loaded, data_config), data=data_config)
+
+
+def top_classes(scores, k: int) -> jax.Array:
+  """The k highest-scoring classes of each row, best first (all of them when fewer than k).
+  Equal scores rank by the lower class index, as a stable sort does: training's errors, these
+  errors, the confusion matrix and the predictions file all rank alike."""
+  return jax.lax.top_k(scores, min(k, scores.shape[-1]))[1]
+
+
+def top_k_misses(scores, labels, ks: Sequence[int] = (1, 5)) -> tuple[jax.Array, ...]:
+  """For each k in `ks`, per example 1.0 where the label is not among the k highest scores,
+  else 0.0: jittable (the training and evaluation steps) and on NumPy arrays alike."""
+  hit = top_classes(scores, max(ks)) == labels[:, None]
+  return tuple(1.0 - hit[:, :k].any(-1).astype(jnp.float32) for k in ks)
 
 
 def top_k_errors(probs: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict:
   """{'top1_err': ..., 'top5_err': ...}: the fraction of rows whose label is not in the top k."""
-  order = np.argsort(-probs, axis=-1, kind='stable')
-  return {f'top{k}_err': float(np.mean(~(order[:, :k] == labels[:, None]).any(-1)))
-          for k in ks}
+  return {f'top{k}_err': float(np.asarray(misses).mean(dtype=np.float64))
+          for k, misses in zip(ks, top_k_misses(probs, labels, ks))}
 
 
 @functools.cache
@@ -72,22 +100,22 @@ def _batch_probabilities(network, crop: int, views: str):
       network, params, augment.eval_inputs(images, norm, crop=crop, views=views)))
 
 
-def _view_probabilities(prepared, views: str, batch_size: int):
-  network, params, eval_src, norm, data_config = prepared
-  ds = input_pipeline.eval_dataset(eval_src, batch_size=batch_size,
+def _view_probabilities(prepared: _Prepared, views: str, batch_size: int):
+  data_config = prepared.data
+  ds = input_pipeline.eval_dataset(prepared.source, batch_size=batch_size,
                                    resize=data_config.resize_size, threads=data_config.threads,
                                    decoder=data_config.decoder)
-  norm = jax.device_put(norm)
+  norm = jax.device_put(prepared.norm)
   probs, labels, index = [], [], []
   for batch in ds:
     n = len(batch['label'])
     padded = input_pipeline.pad_batch(batch, batch_size)  # one compiled shape for every batch
-    probabilities = _batch_probabilities(network, data_config.crop_size, views)
-    probs.append(np.asarray(probabilities(params, padded['image'], norm))[:n])
+    probabilities = _batch_probabilities(prepared.network, data_config.crop_size, views)
+    probs.append(np.asarray(probabilities(prepared.params, padded['image'], norm))[:n])
     labels.append(batch['label'])
     index.append(batch['index'])
   if not probs:
-    raise DataError(f'No validation image of {eval_src!r} could be read.')
+    raise DataError(f'No validation image of {prepared.source!r} could be read.')
   return np.concatenate(probs), np.concatenate(labels), np.concatenate(index)
 
 
@@ -102,11 +130,11 @@ def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
 def per_class(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
   """Each class's top-1 and top-5 accuracy (None for a class without images), its image count,
   and the confusion matrix: row = true class, column = top-1 prediction."""
-  order = np.argsort(-probs, axis=-1, kind='stable')  # ties as top_k_errors breaks them
   confusion = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(confusion, (labels, order[:, 0]), 1)
+  np.add.at(confusion, (labels, np.asarray(top_classes(probs, 1))[:, 0]), 1)
   images = confusion.sum(1)
-  top5 = np.bincount(labels[(order[:, :5] == labels[:, None]).any(-1)], minlength=num_classes)
+  top5 = np.bincount(labels[np.asarray(top_k_misses(probs, labels, (5,))[0]) == 0],
+                     minlength=num_classes)
   acc = lambda hits: [float(h / n) if n else None for h, n in zip(hits, images)]
   return {'per_class_top1_acc': acc(np.diag(confusion)), 'per_class_top5_acc': acc(top5),
           'per_class_images': images.tolist(), 'confusion': confusion.tolist()}
@@ -120,8 +148,8 @@ def _name_of(source, i: int) -> str:
 def _write_predictions(path: str, probs: np.ndarray, labels: np.ndarray, index: np.ndarray,
                        source, class_names: list[str]) -> None:
   """One CSV row per image: file, label, the top-5 classes and probabilities, p(label)."""
-  k = min(5, probs.shape[-1])
-  order = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
+  order = np.asarray(top_classes(probs, 5))
+  k = order.shape[-1]
   with open(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['file', 'label', *(f'top{j + 1}' for j in range(k)),
@@ -147,7 +175,7 @@ def evaluate(workdirs: list[str], steps: list[int | str | None], *, views=VIEWS,
   for workdir, step in members:
     loaded = checkpointing.load(workdir, step)
     prepared = _prepare(loaded, overrides, images)
-    num_classes = len(loaded.class_names) or prepared[0].num_classes
+    num_classes = len(loaded.class_names) or prepared.network.num_classes
     entry = {'workdir': workdir, 'step': loaded.step, 'checkpoint': loaded.path,
              'config': loaded.config.get('name', '')}
     for v in views:
@@ -167,17 +195,17 @@ def evaluate(workdirs: list[str], steps: list[int | str | None], *, views=VIEWS,
       sums[v] = sums.get(v, 0) + probs
     result['members'].append(entry)
   labels, index = reference[0], reference[1]
-  result['class_names'] = list(prepared[2].class_names)
+  result['class_names'] = list(prepared.source.class_names)
   if len(members) > 1:
     result['ensemble'] = {v: {**top_k_errors(sums[v] / len(members), labels),
                               'images': int(len(labels)), 'members': len(members),
                               **per_class(sums[v] / len(members), labels, num_classes)}
                           for v in views}
   if predictions:
-    _write_predictions(predictions, sums[views[0]] / len(members), labels, index, prepared[2],
-                       result['class_names'])
+    _write_predictions(predictions, sums[views[0]] / len(members), labels, index,
+                       prepared.source, result['class_names'])
   # The images that did not decode are those whose index never arrived (the log says why).
-  source = prepared[2]
+  source = prepared.source
   skipped = sorted(set(range(len(source))) - set(index.tolist()))
   result['skipped_files'] = {'count': len(skipped),
                              'files': [_name_of(source, i) for i in skipped[:20]]}

@@ -158,10 +158,6 @@ def _to_rgb_array(image, decoder: str = 'auto') -> np.ndarray:
   return image
 
 
-# The decoder a checkpoint's meta records training used -> the data.decoder that decodes alike.
-_RECORDED_DECODERS = {'pillow': 'pillow', 'simplejpeg+opencv': 'auto'}
-
-
 @functools.cache
 def _warn_fast_decoder_missing() -> None:
   logging.warning('This checkpoint was trained on images decoded by simplejpeg and OpenCV, which '
@@ -176,8 +172,9 @@ def checkpoint_config(loaded: checkpointing.Loaded,
   (where the checkpoint records it), then the user's `{'data.FIELD': value}` overrides, which
   win (cli.apply_data_overrides)."""
   config = ml_collections.ConfigDict(loaded.config.to_dict())
-  if loaded.decoder in _RECORDED_DECODERS and 'data.decoder' not in overrides:
-    config.data.decoder = _RECORDED_DECODERS[loaded.decoder]
+  recorded = transforms.decoder_setting(loaded.decoder)
+  if recorded and 'data.decoder' not in overrides:
+    config.data.decoder = recorded
     if config.data.decoder == 'auto' and not transforms.FAST_DECODER:
       _warn_fast_decoder_missing()
   apply_data_overrides(config, overrides)

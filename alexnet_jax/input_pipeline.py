@@ -1,12 +1,10 @@
 """The host's part of the input, in one visible place: source -> decode -> the paper's offline
-step -> (training) the drawn augmentation's uint8 patch -> batch. The float arithmetic is the
-device's (alexnet_jax.augment), inside the jitted steps.
+step -> (training) the drawn augmentation's uint8 patch -> batch (the host/device split:
+alexnet_jax.augment).
 
 Built on Grain's `MapDataset`: shuffling and sharding by process are Grain's, and the
 augmentation is drawn from each record's position in Grain's shuffled stream (augment.draw), so
 the pipeline is deterministic for a seed and its iterator state can be saved in a checkpoint.
-Training batches are the drawn crop x crop patches as uint8 with their draws; evaluation batches
-are the paper's 256x256 images as uint8, whose views the device cuts.
 
 Records are read and decoded a batch at a time (simplejpeg and OpenCV write into one scratch
 image, whose patch is cut into the batch's array) by `threads` threads of this process, each

@@ -14,8 +14,7 @@ dataset gives every image the same label.
 - `Packed`: the project's own ArrayRecord shards of 256x256 JPEGs (see `alexnet_jax.prepare`).
 
 A file that cannot be read gives empty `image_bytes` and an `error`; decoding then skips it by
-the pipeline's stated policy (see `input_pipeline.decode_resize_crop`) rather than stopping the
-epoch.
+the pipeline's broken-file policy (alexnet_jax.input_pipeline) rather than stopping the epoch.
 
 `train_source` and `eval_source` build the sources a config's `data` section names:
 `data.source` is 'imagefolder' (data.train_dir, one folder per synset; data.val_dir the same
@@ -349,6 +348,11 @@ def _dirs(config: ml_collections.ConfigDict) -> tuple[str, str]:
 
 
 def _missing(config, split: str, path: str) -> DataError:
+  variable = config.get('root_env', '')  # the config's own (older checkpoints' configs: none)
+  folders = ' and '.join(f'{os.path.basename(os.path.normpath(d))}/'
+                         for d in (config.train_dir, config.val_dir))
+  set_variable = (f', or set {variable}, which this config reads, to the folder holding {folders}'
+                  if variable else '')
   return DataError(
       f'No {split} images at {os.path.abspath(os.path.expanduser(path))!r}. '
       f'data.source={config.source!r} reads an '
@@ -356,10 +360,8 @@ def _missing(config, split: str, path: str) -> DataError:
       'for ImageNet), the JPEGs inside. Download ILSVRC-2012 from image-net.org, extract the '
       'training archive into such folders, then pass --config.data.train_dir=/path/to/train '
       '--config.data.val_dir=/path/to/val (the validation images sorted into the same folders, '
-      'or the flat folder as distributed with --config.data.val_labels=LABEL_FILE), or set the '
-      'variable the config reads to the folder holding train/ and val/: IMAGENET_DIR for '
-      'configs/paper.py and one_tower.py, IMAGENETTE_DIR for configs/imagenette.py and '
-      'imagenette_small.py. Other layouts: data.source=tfds or packed.')
+      'or the flat folder as distributed with --config.data.val_labels=LABEL_FILE)'
+      f'{set_variable}. Other layouts: data.source=tfds or packed.')
 
 
 def train_source(config: ml_collections.ConfigDict):

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import sys
+from typing import NamedTuple
 
 import grain
 import jax
@@ -67,19 +68,17 @@ class Accumulator:
                          eigvecs=eigvecs[:, order].astype(np.float32))
 
 
+class Computed(NamedTuple):
+  """A statistics pass: the statistics, and how many of the images it read decoded."""
+  norm: Normalization
+  images: int  # decoded
+  read: int
+
+
 def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
-            threads: int = 8, decoder: str = 'auto') -> Normalization:
-  """Mean image and RGB PCA of (a sample of) any source, in one streaming pass.
-
-  See `compute_counted`, which also returns how many images decoded.
-  """
-  return compute_counted(source, size, max_images, seed, workers, threads, decoder)[0]
-
-
-def compute_counted(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
-                    threads: int = 8, decoder: str = 'auto'
-                    ) -> tuple[Normalization, int, int]:
-  """(statistics, images that decoded, images read) of (a sample of) any source.
+            threads: int = 8, decoder: str = 'auto') -> Computed:
+  """Mean image and RGB PCA of (a sample of) any source, in one streaming pass, and how many of
+  the images read decoded.
 
   Args:
     source: a random-access source of `{'image_bytes', 'label', 'name'}` records.
@@ -106,14 +105,23 @@ def compute_counted(source, size: int, max_images: int = 0, seed: int = 0, worke
   if acc.count < n:
     logging.warning('Dataset statistics: %d of %d images were skipped as undecodable (named '
                     'above); the statistics cover the other %d.', n - acc.count, n, acc.count)
-  return acc.result(), acc.count, n
+  return Computed(acc.result(), acc.count, n)
 
 
-def cache_path(cache_dir: str, source_key: str, size: int, max_images: int, seed: int) -> str:
-  """Where the statistics of a training set are cached: one file per dataset and setting."""
-  key = hashlib.sha1(f'{source_key}|{size}|{max_images}|{seed}'.encode()).hexdigest()[:12]
-  base = os.path.basename(source_key.rstrip('/').split(':')[-1]).replace('@', '_') or 'data'
-  return os.path.join(os.path.expanduser(cache_dir), 'stats', f'{base}-{size}px-{key}.npz')
+def cache_path(source, data_config) -> str:
+  """Where the statistics of the training set `source` are cached for the data config: one file
+  per dataset and the settings that change them."""
+  size, max_images, seed = (data_config.resize_size, data_config.stats_max_images,
+                            data_config.stats_seed)
+  key = hashlib.sha1(f'{source.key}|{size}|{max_images}|{seed}'.encode()).hexdigest()[:12]
+  base = os.path.basename(source.key.rstrip('/').split(':')[-1]).replace('@', '_') or 'data'
+  return os.path.join(os.path.expanduser(data_config.cache_dir), 'stats',
+                      f'{base}-{size}px-{key}.npz')
+
+
+# (images that decoded, images read) of each statistics file this process has read or written,
+# by path: the size of an epoch without opening the file again.
+_counted: dict[str, tuple[int, int]] = {}
 
 
 def save(path: str, norm: Normalization, images: int = -1, read: int = -1) -> None:
@@ -123,12 +131,14 @@ def save(path: str, norm: Normalization, images: int = -1, read: int = -1) -> No
   np.savez(tmp, mean_image=norm.mean_image, eigvals=norm.eigvals, eigvecs=norm.eigvecs,
            images=images, read=read)
   os.replace(tmp, path)  # never a half-written cache file
+  _counted[path] = (images, read)
 
 
 def load(path: str) -> Normalization:
   with np.load(path) as f:
+    _counted[path] = (int(f['images']), int(f['read'])) if 'read' in f else (-1, -1)
     return Normalization(mean_image=f['mean_image'], eigvals=f['eigvals'],
-                                        eigvecs=f['eigvecs'])
+                         eigvecs=f['eigvecs'])
 
 
 def load_or_compute(source, data_config) -> Normalization:
@@ -139,30 +149,29 @@ def load_or_compute(source, data_config) -> Normalization:
     if norm.mean_image.shape[0] == data_config.resize_size:
       logging.info('Loading dataset statistics from %s', beside)
       return norm
-  path = cache_path(data_config.cache_dir, source.key, data_config.resize_size,
-                    data_config.stats_max_images, data_config.stats_seed)
+  path = cache_path(source, data_config)
   if os.path.exists(path):
     logging.info('Loading dataset statistics from %s', path)
     return load(path)
   logging.info('Computing dataset statistics of %r (cached at %s)', source, path)
-  norm, images, read = compute_counted(source, data_config.resize_size,
-                                       data_config.stats_max_images, data_config.stats_seed,
-                                       data_config.workers, data_config.threads,
-                                       data_config.decoder)
-  save(path, norm, images, read)
-  return norm
+  computed = compute(source, data_config.resize_size, data_config.stats_max_images,
+                     data_config.stats_seed, data_config.workers, data_config.threads,
+                     data_config.decoder)
+  save(path, *computed)
+  return computed.norm
 
 
 def decodable_images(source, data_config) -> int:
   """How many training images decode: what an epoch holds, counted by the statistics pass
-  (`load_or_compute` first). Estimated from the sample when the statistics used one; all of
-  `source` for a packed dataset (`prepare` packs only what decodes) or an uncounted cache."""
-  path = cache_path(data_config.cache_dir, source.key, data_config.resize_size,
-                    data_config.stats_max_images, data_config.stats_seed)
-  if data_config.source == 'packed' or not os.path.exists(path):
+  (`load_or_compute` first; it keeps the count). Estimated from the sample when the statistics
+  used one; all of `source` for a packed dataset (`prepare` packs only what decodes) or an
+  uncounted cache."""
+  if data_config.source == 'packed':
     return len(source)
-  with np.load(path) as f:
-    images, read = (int(f['images']), int(f['read'])) if 'read' in f else (-1, -1)
+  path = cache_path(source, data_config)
+  if path not in _counted and os.path.exists(path):
+    load(path)  # counted by another process
+  images, read = _counted.get(path, (-1, -1))
   if read <= 0:
     return len(source)
   return len(source) if images == read else int(len(source) * images / read)

@@ -32,8 +32,9 @@ from flax.training import train_state
 from alexnet_jax import (augment, checkpointing, config_check, diagnostics, fine_tune,
                          input_pipeline, optim, preemption, profiling, sharding, sources, stats,
                          transforms, workdir_lock)
-from alexnet_jax.errors import UserError
 from alexnet_jax.cifar_cnn import CifarCNN
+from alexnet_jax.errors import UserError
+from alexnet_jax.evaluate import top_k_misses
 from alexnet_jax.metric_writer import MetricWriter
 from alexnet_jax.model import AlexNet, count_params, create_model, dropout_key
 
@@ -56,14 +57,6 @@ def create_train_state(rng: jax.Array, model: AlexNet | CifarCNN, image_size: in
 # ---------------------------------------------------------------------------------------------
 # The steps.
 # ---------------------------------------------------------------------------------------------
-
-
-def _error_counts(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Per-example top-1 and top-5 errors (1.0 where the label is not among the top k)."""
-  k = min(5, logits.shape[-1])
-  top = jax.lax.top_k(logits, k)[1]
-  hit = top == labels[:, None]
-  return 1.0 - hit[:, 0].astype(jnp.float32), 1.0 - hit.any(-1).astype(jnp.float32)
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: stats.Normalization,
@@ -91,7 +84,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, norm: stats.Norma
     return loss, logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  top1, top5 = _error_counts(logits, batch['label'])
+  top1, top5 = top_k_misses(logits, batch['label'])
   new_state = state.apply_gradients(grads=grads)
   finite = jnp.isfinite(loss) & jnp.stack(
       [jnp.isfinite(x).all() for x in jax.tree.leaves(new_state.params)]).all()
@@ -110,7 +103,7 @@ def eval_step(state: TrainState, batch: dict, norm: stats.Normalization,
   `view_fn(images, norm)` cuts the test view from the uint8 images on the device."""
   logits = state.apply_fn({'params': state.params}, view_fn(batch['image'], norm), train=False)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  top1, top5 = _error_counts(logits, batch['label'])
+  top1, top5 = top_k_misses(logits, batch['label'])
   mask = batch['mask']
   return {'loss': (loss * mask).sum(), 'top1_err': (top1 * mask).sum(),
           'top5_err': (top5 * mask).sum(), 'count': mask.sum()}
@@ -413,7 +406,7 @@ def _save(s: _Setup, run: _Run) -> None:
   with run.clock.paused(run.state):
     run.finite.verify()
     meta = {'lr_policy': run.lr.state(), 'class_names': list(s.class_names),
-            'decoder': decoder_used(s.config.data.decoder),
+            'decoder': transforms.decoder_name(s.config.data.decoder),
             'skipped_updates': run.finite.skipped}
     checkpointing.save(run.mgr, run.step, run.state, s.config, meta, s.norm, s.train_iter,
                        val_top1_err=run.val_err, wait=run.stopping)
@@ -428,11 +421,6 @@ def _diagnose(s: _Setup, run: _Run, batch: dict, lr: float,
   diag = jax.device_get(s.diagnose(run.state, batch, s.run_key, s.device_norm, lr))
   run.writer.write('diag', run.step + 1, (run.step + 1) / s.steps_per_epoch, diag)
   death.check(run.step + 1, diag)
-
-
-def decoder_used(decoder: str) -> str:
-  """The JPEG decoder `data.decoder` resolves to here; recorded in every checkpoint."""
-  return 'simplejpeg+opencv' if decoder == 'auto' and transforms.FAST_DECODER else 'pillow'
 
 
 class _Diverged(Exception):

@@ -3,10 +3,9 @@
 Images are HxWx3 uint8 arrays, RGB, on the 0-255 scale. `decode` turns any stored image into
 such an array; `resize_center_crop` is the paper's offline step (shorter side to 256, central
 256x256 patch); `subtract_mean` subtracts the training set's mean image; `crop`, `mirror` and
-`lighting_shift` are the two forms of data augmentation. Training draws the augmentation and
-cuts the patches in its Grain pipeline and does the float arithmetic on the device
-(alexnet_jax/augment.py); these NumPy forms are the reference it is tested against, and what
-reading a single image for inference uses.
+`lighting_shift` are the two forms of data augmentation. Training splits these steps between
+the host and the device (alexnet_jax.augment); these NumPy forms are the reference it is tested
+against, and what reading a single image for inference uses.
 
 Decoding and resizing use simplejpeg (libjpeg-turbo) and OpenCV when they are installed
 (`pip install alexnet_jax[fast]`), else Pillow: the first is the faster (BENCHMARKS.md,
@@ -29,6 +28,9 @@ except ImportError:  # pragma: no cover - depends on the environment
   FAST_DECODER = False
 
 DECODERS = ('auto', 'pillow')
+# The decoder that ran, by the name a checkpoint records: 'auto' is Pillow where simplejpeg and
+# OpenCV are not installed, so the setting alone does not say which pixels training saw.
+_FAST_NAME, _PILLOW_NAME = 'simplejpeg+opencv', 'pillow'
 
 
 class UndecodableImage(ValueError):
@@ -37,6 +39,17 @@ class UndecodableImage(ValueError):
 
 def _use_fast(decoder: str) -> bool:
   return decoder == 'auto' and FAST_DECODER
+
+
+def decoder_name(decoder: str) -> str:
+  """The decoder a `data.decoder` setting runs here, named as a checkpoint records it."""
+  return _FAST_NAME if _use_fast(decoder) else _PILLOW_NAME
+
+
+def decoder_setting(name: str | None) -> str | None:
+  """The `data.decoder` that decodes as the recorded decoder `name` did; None where a
+  checkpoint records none (one written before checkpoints carried it)."""
+  return {_FAST_NAME: 'auto', _PILLOW_NAME: 'pillow'}.get(name)
 
 
 def _decode_pillow(image_bytes: bytes, min_size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ def get_config():
   config.model = ml_collections.ConfigDict(dict(
       arch='cifar_cnn', num_classes=10, conv_features=(32, 32, 64), activation='relu', lrn=False,
       lrn_k=2.0, lrn_n=5, lrn_alpha=1e-4, lrn_beta=0.75, input_scale=1 / 64, dtype='float32'))
-  root = os.environ.get('CIFAR10_DIR', '~/.cache/alexnet_jax/cifar10')
+  root = default.dataset_root(config, 'CIFAR10_DIR', '~/.cache/alexnet_jax/cifar10')
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'test')
   config.data.tfds_name = 'cifar10'     # with --config.data.source=tfds: TFDS's copy, PNGs

@@ -11,6 +11,13 @@ import ml_collections
 from alexnet_jax import cli
 
 
+def dataset_root(config: ml_collections.ConfigDict, variable: str, unset: str) -> str:
+  """The folder holding a dataset's split folders: $variable, else `unset`. The data config
+  keeps the variable's name, so that a missing folder's message says what to set."""
+  config.data.root_env = variable
+  return os.environ.get(variable, unset)
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = 'default'
@@ -53,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
   d.val_dir = ''                # imagefolder: the same layout, or a flat folder with val_labels
   d.val_labels = ''             # '' | the devkit's ILSVRC2012_validation_ground_truth.txt
   #                               (meta.mat beside it) | a CSV of file name,synset
+  d.root_env = ''               # the environment variable train_dir and val_dir were read from
+  #                               (dataset_root), named when the folders are missing
   d.tfds_name = 'imagenet2012'  # tfds: a dataset prepared with --file_format=array_record
   d.tfds_data_dir = ''          # tfds: '' = TFDS's default (~/tensorflow_datasets)
   d.tfds_train_split = 'train'

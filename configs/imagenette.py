@@ -24,9 +24,9 @@ _BESIDE_REPO = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), 'shared', 'data', 'imagenette')
 
 
-def data_root() -> str:
+def data_root(config) -> str:
   """$IMAGENETTE_DIR (the folder holding train/ and val/), else the copy beside the repository."""
-  return os.environ.get('IMAGENETTE_DIR', _BESIDE_REPO)
+  return default.dataset_root(config, 'IMAGENETTE_DIR', _BESIDE_REPO)
 
 
 def get_config():
@@ -34,7 +34,7 @@ def get_config():
   config.name = 'imagenette'
   config.model.num_classes = 10
   config.model.positive_bias = 0.1  # the paper's 1 kills a 10-class net in 8 steps
-  root = data_root()
+  root = data_root(config)
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
   config.data.tfds_name = 'imagenette'

@@ -21,7 +21,7 @@ from configs import default, demo, imagenette
 def get_config():
   config = demo.small_network(default.get_config())
   config.name = 'imagenette_small'
-  root = imagenette.data_root()
+  root = imagenette.data_root(config)
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
   config.data.tfds_name = 'imagenette'  # with --config.data.source=tfds (README, "Data sources")

@@ -21,7 +21,7 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.name = 'paper'
-  root = os.environ.get('IMAGENET_DIR', '~/data/imagenet')
+  root = default.dataset_root(config, 'IMAGENET_DIR', '~/data/imagenet')
   config.data.train_dir = os.path.join(root, 'train')
   config.data.val_dir = os.path.join(root, 'val')
   config.data.val_labels = os.environ.get('IMAGENET_VAL_LABELS', '')

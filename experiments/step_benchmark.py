@@ -116,7 +116,7 @@ def real_batches(path: str, batch: int, resize: int, crop: int, workers: int):
     resize = norm.mean_image.shape[0]
   else:
     source = sources.ImageFolder(path)
-    norm = stats.compute(source, resize, max_images=256, workers=workers)  # enough for timing
+    norm = stats.compute(source, resize, max_images=256, workers=workers).norm  # for timing
   ds = input_pipeline.train_dataset(source, batch_size=batch, seed=0, resize=resize, crop=crop,
                                     workers=workers, threads=os.cpu_count() or 1)
   return train.device_batches(ds, jax.sharding.SingleDeviceSharding(jax.devices()[0])), norm

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -31,6 +32,24 @@ def test_top_k_errors_by_hand():
   errors = evaluate.top_k_errors(probs, labels, ks=(1, 2))
   assert errors == {'top1_err': pytest.approx(2 / 3), 'top2_err': pytest.approx(2 / 3)}
   assert evaluate.top_k_errors(probs, labels, ks=(3,))['top3_err'] == pytest.approx(1 / 3)
+
+
+def test_one_ranking_for_training_evaluation_and_the_confusion_matrix():
+  # Ties (rows 0 and 1) rank by the lower class index, as NumPy's stable sort does.
+  scores = np.array([[0.3, 0.1, 0.3, 0.3], [0.25, 0.25, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4],
+                     [0.5, 0.2, 0.2, 0.1]], np.float32)
+  labels = np.array([2, 3, 0, 1])
+  order = np.argsort(-scores, axis=-1, kind='stable')
+  by_hand = [(order[:, :k] != labels[:, None]).all(-1).astype(np.float32) for k in (1, 2, 3)]
+  np.testing.assert_array_equal(evaluate.top_classes(scores, 3), order[:, :3])
+  np.testing.assert_array_equal(evaluate.top_classes(scores, 5), order)  # fewer classes than k
+  jitted = jax.jit(evaluate.top_k_misses, static_argnums=2)(scores, labels, (1, 2, 3))
+  for misses in (evaluate.top_k_misses(scores, labels, (1, 2, 3)), jitted):
+    for got, want in zip(misses, by_hand):
+      np.testing.assert_array_equal(got, want)
+  per_class = evaluate.per_class(scores, labels, 4)
+  assert [per_class['confusion'][t].index(1) for t in labels] == [0, 0, 3, 0]  # order[:, 0]
+  assert per_class['per_class_top5_acc'] == [1.0, 1.0, 1.0, 1.0]
 
 
 def _numpy_softmax(x):

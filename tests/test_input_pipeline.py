@@ -83,7 +83,7 @@ def test_eval_batches_are_the_fitted_images_in_order(photo_dir):
 
 def test_stats_match_a_direct_computation(photo_dir):
   src = sources.ImageFolder(photo_dir)
-  norm = stats.compute(src, size=64, threads=2)
+  norm = stats.compute(src, size=64, threads=2).norm
   images = np.stack([transforms.resize_center_crop(transforms.decode(src[i]['image_bytes'], 64), 64)
                      for i in range(len(src))]).astype(np.float64)
   np.testing.assert_allclose(norm.mean_image, images.mean(0), rtol=1e-5, atol=1e-3)
@@ -95,9 +95,10 @@ def test_stats_match_a_direct_computation(photo_dir):
 
 def test_stats_sample_and_cache(photo_dir, tmp_path):
   src = sources.ImageFolder(photo_dir)
-  assert stats.compute(src, size=32, max_images=5, threads=1).mean_image.shape == (32, 32, 3)
-  path = stats.cache_path(str(tmp_path), src.key, 32, 5, 0)
-  norm = stats.compute(src, size=32, max_images=5, threads=1)
+  computed = stats.compute(src, size=32, max_images=5, threads=1)
+  assert computed.norm.mean_image.shape == (32, 32, 3) and computed.read == 5
+  path = str(tmp_path / 'stats' / 'photos.npz')
+  norm = computed.norm
   stats.save(path, norm)
   np.testing.assert_array_equal(stats.load(path).mean_image, norm.mean_image)
 
@@ -157,7 +158,7 @@ def test_training_over_broken_files_keeps_batches_full_and_labels_right(broken_d
 def test_stats_skip_undecodable_files(broken_dir):
   src = sources.ImageFolder(str(broken_dir))
   make_vanish(broken_dir)
-  norm = stats.compute(src, size=16, threads=1)
+  norm = stats.compute(src, size=16, threads=1).norm
   assert np.isfinite(norm.mean_image).all() and norm.eigvals[0] > 0
 
 

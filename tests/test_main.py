@@ -30,12 +30,30 @@ def test_bad_config_value_names_the_field(tmp_path, flag, field):
   assert field in result.stderr and 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('bug,error', [("config.data.trian_dir", "AttributeError"),
+                                       ("{}['batch_size']", "KeyError")])
+def test_a_bug_in_a_config_file_is_reported_as_itself_not_as_a_misspelled_field(tmp_path, bug,
+                                                                                 error):
+  config_file = tmp_path / 'buggy.py'
+  config_file.write_text('from configs import demo\n\n\ndef get_config():\n'
+                         f'  config = demo.get_config()\n  config.name = {bug}\n'
+                         '  return config\n')
+  result = _run(f'--config={config_file}', f'--workdir={tmp_path / "run"}',
+                '--config.batch_size=8')
+  assert result.returncode != 0
+  assert 'has no field' not in result.stderr and 'names no config field' not in result.stderr
+  assert f'File "{config_file}", line 6, in get_config' in result.stderr
+  assert error in result.stderr and '_unknown_field' not in result.stderr  # not run twice
+  assert f'a bug in the config file {config_file}' in result.stderr
+
+
 def test_paper_config_without_imagenet_says_where_it_looked(tmp_path):
   result = _run('--config=configs/paper.py', f'--workdir={tmp_path}',
                 env={'IMAGENET_DIR': str(tmp_path / 'nowhere')})
   assert result.returncode != 0
   assert str(tmp_path / 'nowhere' / 'train') in result.stderr
   assert '--config.data.train_dir' in result.stderr and 'Traceback' not in result.stderr
+  assert 'set IMAGENET_DIR, which this config reads' in result.stderr
 
 
 def test_imagenette_without_its_data_names_imagenette_dir(tmp_path, monkeypatch):
@@ -43,7 +61,8 @@ def test_imagenette_without_its_data_names_imagenette_dir(tmp_path, monkeypatch)
                 env={'IMAGENETTE_DIR': str(tmp_path / 'nowhere')})
   assert result.returncode != 0 and 'Traceback' not in result.stderr
   assert str(tmp_path / 'nowhere' / 'train') in result.stderr
-  assert 'IMAGENETTE_DIR for configs/imagenette.py' in result.stderr
+  assert 'set IMAGENETTE_DIR, which this config reads, to the folder holding train/ and val/' in (
+      result.stderr)
   # Unset, the default is the copy beside the repository, whatever the working directory.
   monkeypatch.delenv('IMAGENETTE_DIR', raising=False)
   monkeypatch.chdir(tmp_path)

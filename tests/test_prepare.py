@@ -51,7 +51,7 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
     np.testing.assert_allclose(image.mean((0, 1)), expected.mean((0, 1)), atol=1.0)
   # The statistics beside the shards are those of the packed training images.
   norm = stats.load_or_compute(packed, d)
-  direct = stats.compute(original, 64, threads=1)
+  direct = stats.compute(original, 64, threads=1).norm
   np.testing.assert_allclose(norm.mean_image, direct.mean_image, atol=1e-3)
   np.testing.assert_allclose(norm.eigvals, direct.eigvals, rtol=1e-4)
   assert len(sources.eval_source(d, packed.class_names)) == 18

@@ -151,7 +151,7 @@ def test_tfds_source_goes_to_workers_and_gives_statistics(tfds_dir):
   train = sources.TFDS('photo_set', 'train', tfds_dir)
   copy = pickle.loads(pickle.dumps(train))  # how Grain hands a source to worker processes
   assert copy[3] == train[3]
-  norm = stats.compute(train, size=16, threads=1)
+  norm = stats.compute(train, size=16, threads=1).norm
   images = np.stack([transforms.resize_center_crop(transforms.decode(train[i]['image_bytes'], 16),
                                                    16)
                      for i in range(len(train))]).astype(np.float64)
@@ -199,3 +199,16 @@ def test_packed_record_round_trip():
   record = sources.unpack_record(sources.pack_record(jpeg, 7, 'n007/x.JPEG'))
   assert record == {'image_bytes': jpeg, 'label': 7, 'name': 'n007/x.JPEG'}
   assert Image.open(io.BytesIO(record['image_bytes'])).size == (8, 8)
+
+
+def test_a_missing_folder_names_the_variable_its_config_reads(tmp_path, monkeypatch):
+  from configs import cifar10  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('CIFAR10_DIR', str(tmp_path / 'nowhere'))
+  with pytest.raises(DataError, match='No training images at .*nowhere/train.*, or set '
+                     'CIFAR10_DIR, which this config reads, to the folder holding train/ and '
+                     'test/. Other layouts'):
+    sources.train_source(cifar10.get_config().data)
+  data = default.get_config().data  # reads no variable: the message names none
+  data.train_dir = str(tmp_path / 'train')
+  with pytest.raises(DataError, match=r'LABEL_FILE\)\. Other layouts'):
+    sources.train_source(data)

@@ -89,6 +89,18 @@ def test_fast_decoder_gives_pillows_pixels(w, h):
   np.testing.assert_allclose(fast.mean((0, 1)), slow.mean((0, 1)), atol=0.5)
 
 
+@pytest.mark.parametrize('fast', [True, False])
+def test_the_recorded_decoder_name_reads_back_as_the_setting_that_decodes_alike(fast,
+                                                                                monkeypatch):
+  monkeypatch.setattr(transforms, 'FAST_DECODER', fast)
+  assert transforms.decoder_name('auto') == ('simplejpeg+opencv' if fast else 'pillow')
+  assert transforms.decoder_name('pillow') == 'pillow'
+  for setting in transforms.DECODERS:
+    recorded = transforms.decoder_setting(transforms.decoder_name(setting))
+    assert transforms.decoder_name(recorded) == transforms.decoder_name(setting)
+  assert transforms.decoder_setting(None) is None  # a checkpoint that records no decoder
+
+
 def _encoded(h, w, fmt='JPEG', mode='RGB', seed=0):
   pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), np.uint8)
   buf = io.BytesIO()
