@@ -208,7 +208,7 @@ def _caffe_mean(path: str, size: int) -> np.ndarray:
 def _data_mean(config: ml_collections.ConfigDict) -> np.ndarray:
   """This project's mean image of the training set the config's data section names."""
   from alexnet_jax import sources, stats  # pylint: disable=g-import-not-at-top
-  return stats.load_or_compute(sources.train_source(config.data), config.data).mean_image
+  return stats.load_or_compute(sources.train_source(config.data), config.data).norm.mean_image
 
 
 def _sha256(path: str) -> str:

@@ -189,7 +189,7 @@ def normalization(loaded: checkpointing.Loaded,
     return loaded.norm
   from alexnet_jax import sources, stats  # pylint: disable=g-import-not-at-top
   try:
-    return stats.load_or_compute(sources.train_source(data_config), data_config)
+    return stats.load_or_compute(sources.train_source(data_config), data_config).norm
   except DataError as e:
     raise CheckpointError(
         f'The checkpoint {loaded.path} has no saved mean image, and the training data it '

@@ -127,7 +127,7 @@ def prepare(data_config, out_dir: str, splits=('train', 'val'), max_images: int 
         shard_images=d.packed_shard_images, decoder=d.decoder, workers=d.workers,
         threads=d.threads, with_stats=split == 'train')
     if norm is not None:
-      stats.save(os.path.join(out_dir, stats.PACKED_STATS), norm)
+      stats.save(os.path.join(out_dir, stats.PACKED_STATS), stats.Computed(norm))
     info['splits'][split] = {'source': repr(src), 'images': written, 'skipped': skipped}
   with open(info_path, 'w') as f:
     json.dump(info, f, indent=1)

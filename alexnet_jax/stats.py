@@ -69,10 +69,19 @@ class Accumulator:
 
 
 class Computed(NamedTuple):
-  """A statistics pass: the statistics, and how many of the images it read decoded."""
+  """A statistics pass: the statistics, and how many of the images it read decoded (-1: not
+  counted, as in the statistics `prepare` writes beside a packed set)."""
   norm: Normalization
-  images: int  # decoded
-  read: int
+  images: int = -1  # decoded
+  read: int = -1
+
+  def decodable(self, total: int) -> int:
+    """How many of the `total` images of the set decode: what an epoch holds. Estimated from
+    the sample when the pass read one; `total` where nothing was counted (`prepare` packs only
+    images that decode)."""
+    if self.read <= 0 or self.images == self.read:
+      return total
+    return int(total * self.images / self.read)
 
 
 def compute(source, size: int, max_images: int = 0, seed: int = 0, workers: int = 0,
@@ -119,36 +128,32 @@ def cache_path(source, data_config) -> str:
                       f'{base}-{size}px-{key}.npz')
 
 
-# (images that decoded, images read) of each statistics file this process has read or written,
-# by path: the size of an epoch without opening the file again.
-_counted: dict[str, tuple[int, int]] = {}
-
-
-def save(path: str, norm: Normalization, images: int = -1, read: int = -1) -> None:
-  """Writes the statistics and how many of the `read` images decoded (-1: not counted)."""
+def save(path: str, computed: Computed) -> None:
+  """Writes the statistics and their counts."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = f'{path}.tmp-{os.getpid()}.npz'
+  norm = computed.norm
   np.savez(tmp, mean_image=norm.mean_image, eigvals=norm.eigvals, eigvecs=norm.eigvecs,
-           images=images, read=read)
+           images=computed.images, read=computed.read)
   os.replace(tmp, path)  # never a half-written cache file
-  _counted[path] = (images, read)
 
 
-def load(path: str) -> Normalization:
+def load(path: str) -> Computed:
   with np.load(path) as f:
-    _counted[path] = (int(f['images']), int(f['read'])) if 'read' in f else (-1, -1)
-    return Normalization(mean_image=f['mean_image'], eigvals=f['eigvals'],
-                         eigvecs=f['eigvecs'])
+    counts = (int(f['images']), int(f['read'])) if 'read' in f else ()
+    return Computed(Normalization(mean_image=f['mean_image'], eigvals=f['eigvals'],
+                                  eigvecs=f['eigvecs']), *counts)
 
 
-def load_or_compute(source, data_config) -> Normalization:
-  """The cached statistics of `source` (the training set) for this data config, computed once."""
+def load_or_compute(source, data_config) -> Computed:
+  """The cached statistics of `source` (the training set) for this data config, computed once,
+  with the count of the images that decode."""
   beside = os.path.join(getattr(source, 'root', ''), PACKED_STATS)
   if data_config.source == 'packed' and os.path.exists(beside):
-    norm = load(beside)  # written by alexnet_jax.prepare over the whole training split
-    if norm.mean_image.shape[0] == data_config.resize_size:
+    packed = load(beside)  # written by alexnet_jax.prepare over the whole training split
+    if packed.norm.mean_image.shape[0] == data_config.resize_size:
       logging.info('Loading dataset statistics from %s', beside)
-      return norm
+      return packed
   path = cache_path(source, data_config)
   if os.path.exists(path):
     logging.info('Loading dataset statistics from %s', path)
@@ -157,24 +162,8 @@ def load_or_compute(source, data_config) -> Normalization:
   computed = compute(source, data_config.resize_size, data_config.stats_max_images,
                      data_config.stats_seed, data_config.workers, data_config.threads,
                      data_config.decoder)
-  save(path, *computed)
-  return computed.norm
-
-
-def decodable_images(source, data_config) -> int:
-  """How many training images decode: what an epoch holds, counted by the statistics pass
-  (`load_or_compute` first; it keeps the count). Estimated from the sample when the statistics
-  used one; all of `source` for a packed dataset (`prepare` packs only what decodes) or an
-  uncounted cache."""
-  if data_config.source == 'packed':
-    return len(source)
-  path = cache_path(source, data_config)
-  if path not in _counted and os.path.exists(path):
-    load(path)  # counted by another process
-  images, read = _counted.get(path, (-1, -1))
-  if read <= 0:
-    return len(source)
-  return len(source) if images == read else int(len(source) * images / read)
+  save(path, computed)
+  return computed
 
 
 def main(argv):

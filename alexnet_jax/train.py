@@ -200,7 +200,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
   if config.batch_size % jax.process_count():
     raise UserError(f'Config field batch_size = {config.batch_size} does not split over '
                     f'{jax.process_count()} processes; use a multiple of the process count.')
-  norm = stats.load_or_compute(train_src, data)
+  statistics = stats.load_or_compute(train_src, data)
+  norm = statistics.norm
   local_batch = config.batch_size // jax.process_count()
   train_ds = input_pipeline.train_dataset(
       train_src, batch_size=local_batch, seed=config.seed, resize=data.resize_size,
@@ -210,7 +211,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Setup:
                                         workers=data.workers, threads=data.threads,
                                         decoder=data.decoder)
   # An epoch is the images that decode (the statistics pass counted them), not the files.
-  images = stats.decodable_images(train_src, data)
+  images = statistics.decodable(len(train_src))
   steps_per_epoch = max(1, images // config.batch_size)
   total_steps = (config.num_train_steps if config.num_train_steps > 0
                  else config.num_epochs * steps_per_epoch)

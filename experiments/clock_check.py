@@ -78,11 +78,11 @@ def main(argv):
             for kind, rs in runs.items()}
   ratio = statistics.median(b['logged'] / p['wall'] for b, p in zip(runs['busy'], runs['plain']))
   about = machine.describe()
-  print(f'Demo, {_STEPS.value} steps, median of {_RUNS.value}: plain run '
-        f'{median["plain"]["wall"]:.2f} steps/s by the wall clock; busy run (evaluation and checkpoint every {_EVERY.value} '
-        f'steps) logs {median["busy"]["logged"]:.2f} steps/s, {median["busy"]["wall"]:.2f} by the '
-        f'wall clock; logged busy / wall plain {ratio:.3f} (median of the runs\' ratios); '
-        f'{machine.one_line(about)}')
+  busy, plain = median['busy'], median['plain']
+  print(f'Demo, {_STEPS.value} steps, median of {_RUNS.value}: plain run {plain["wall"]:.2f} '
+        f'steps/s by the wall clock; busy run (evaluation and checkpoint every {_EVERY.value} '
+        f'steps) logs {busy["logged"]:.2f} steps/s, {busy["wall"]:.2f} by the wall clock; logged '
+        f'busy / wall plain {ratio:.3f} (median of the runs\' ratios); {machine.one_line(about)}')
   if _JSON.value:
     with open(_JSON.value, 'w') as f:
       json.dump({'runs': runs, 'median': median, 'ratio': ratio, 'machine': about}, f, indent=2)

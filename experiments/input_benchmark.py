@@ -298,7 +298,7 @@ def main(argv):
     d.train_dir = FLAGS.data
     prepare.prepare(d, FLAGS.packed, splits=('train',))
   packed = sources.Packed(FLAGS.packed, 'train')
-  norm = stats.load(os.path.join(FLAGS.packed, stats.PACKED_STATS))
+  norm = stats.load(os.path.join(FLAGS.packed, stats.PACKED_STATS)).norm
   bs = FLAGS.batch_size
   # The uint8 path as training runs it by default, scaled to `cores`.
   workers = min(d.workers, cores)

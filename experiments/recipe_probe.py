@@ -7,8 +7,8 @@ to the ReLUs, variant by variant.
         --config.data.train_dir=../shared/data/imagenette/train --variants=config
 
 Each variant builds the state its config creates (`train.create_train_state`) and runs the
-project's own jitted `train_step`, with the training augmentation (drawn by the pipeline), on the same
-real training batches (the project's input pipeline, seed 0). After every step a fixed probe
+project's own jitted `train_step`, with the training augmentation (drawn by the pipeline), on the
+same real training batches (the project's input pipeline, seed 0). After every step a fixed probe
 batch (64 training images spread over the classes, center crops, no dropout) is run forward:
 
   - `|dz|`: the mean absolute change of its logits over that step;
@@ -207,7 +207,7 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--variants: {sorted(unknown)} are not among {sorted(VARIANTS)}.')
   source = sources.ImageFolder(base.data.train_dir)
-  norm = stats.load_or_compute(source, base.data)
+  norm = stats.load_or_compute(source, base.data).norm
   rows, info = [], machine.describe()
   print(machine.one_line(info))
   for name in _VARIANTS.value:

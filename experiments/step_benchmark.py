@@ -112,7 +112,7 @@ def real_batches(path: str, batch: int, resize: int, crop: int, workers: int):
   Grain pipeline, put on the device by a thread two steps ahead, as train.py does."""
   if sources.packed_shards(path, 'train'):
     source = sources.Packed(path, 'train')
-    norm = stats.load(os.path.join(path, stats.PACKED_STATS))
+    norm = stats.load(os.path.join(path, stats.PACKED_STATS)).norm
     resize = norm.mean_image.shape[0]
   else:
     source = sources.ImageFolder(path)

@@ -30,12 +30,13 @@ def test_implementation_dispatches_each_operation_to_its_form(monkeypatch):
 
 def test_choose_reads_a_config_field():
   assert implementations.choose('plain') == implementations.PLAIN
-  assert implementations.choose('auto', backend='cpu') in (implementations.MEASURED['cpu'], implementations.MEASURED['cpu+ynnpack'])
+  measured = implementations.MEASURED
+  assert implementations.choose('auto', backend='cpu') in (measured['cpu'], measured['cpu+ynnpack'])
   assert implementations.choose('auto', backend='a backend never measured') == implementations.PLAIN
   mixed = implementations.choose('auto, pooling=strided_views', backend='cpu')
   assert mixed.pooling == 'strided_views' and mixed.lrn == 'custom_gradient'
   mixed = implementations.choose('auto, lrn=autodiff', backend='cpu')
-  assert mixed.lrn == 'autodiff' and mixed.grouped_conv == implementations.MEASURED['cpu'].grouped_conv
+  assert mixed.lrn == 'autodiff' and mixed.grouped_conv == measured['cpu'].grouped_conv
   assert implementations.choose('plain,lrn=custom_gradient').lrn == 'custom_gradient'
   with pytest.raises(ValueError, match="start with 'auto' or 'plain'"):
     implementations.choose('fast')
@@ -49,14 +50,15 @@ def test_a_backend_never_measured_runs_the_plain_forms():
   # Without a measurement by this code on a backend, an entry for it would be a guess.
   assert set(implementations.MEASURED) == {'cpu', 'cpu+ynnpack'}
   for backend in ('gpu', 'cuda', 'rocm', 'tpu'):
-    assert implementations.for_backend(backend) == implementations.PLAIN == implementations.choose('auto', backend=backend)
+    assert (implementations.for_backend(backend) == implementations.PLAIN
+            == implementations.choose('auto', backend=backend))
   assert implementations.PLAIN.grouped_conv == 'feature_groups'
 
 
 def _ynnpack_option_known() -> bool:
   try:
-    jax.jit(lambda x: x + 1).lower(1.0).compile(
-        compiler_options=implementations.Implementation(cpu_conv_kernels='ynnpack').compiler_options)
+    ynnpack = implementations.Implementation(cpu_conv_kernels='ynnpack')
+    jax.jit(lambda x: x + 1).lower(1.0).compile(compiler_options=ynnpack.compiler_options)
   except Exception:  # pylint: disable=broad-except
     return False
   return True
@@ -72,12 +74,13 @@ def test_ynnpack_is_chosen_only_on_the_cpus_it_was_measured_on(monkeypatch):
         'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
     assert chosen({'avx2', 'fma', 'avx512f', 'amx_tile'}) == implementations.MEASURED[  # Intel Xeon
         'cpu+ynnpack' if _ynnpack_option_known() else 'cpu']
-    assert chosen({'asimd'}) == implementations.MEASURED['cpu']                            # Arm: unmeasured
+    assert chosen({'asimd'}) == implementations.MEASURED['cpu']  # Arm: unmeasured
   finally:
     implementations._ynnpack_measured_here.cache_clear()  # pylint: disable=protected-access
   assert implementations.Implementation(cpu_conv_kernels='ynnpack').compiler_options == {
       'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
-  assert implementations.for_backend('gpu').compiler_options == {} and implementations.PLAIN.compiler_options == {}
+  assert implementations.for_backend('gpu').compiler_options == {}
+  assert implementations.PLAIN.compiler_options == {}
   with pytest.raises(ValueError, match='for the CPU backend only'):
     implementations.choose('auto,cpu_conv_kernels=ynnpack', backend='gpu')
 

@@ -98,9 +98,10 @@ def test_stats_sample_and_cache(photo_dir, tmp_path):
   computed = stats.compute(src, size=32, max_images=5, threads=1)
   assert computed.norm.mean_image.shape == (32, 32, 3) and computed.read == 5
   path = str(tmp_path / 'stats' / 'photos.npz')
-  norm = computed.norm
-  stats.save(path, norm)
-  np.testing.assert_array_equal(stats.load(path).mean_image, norm.mean_image)
+  stats.save(path, computed)
+  loaded = stats.load(path)
+  np.testing.assert_array_equal(loaded.norm.mean_image, computed.norm.mean_image)
+  assert (loaded.images, loaded.read) == (computed.images, 5)
 
 
 @pytest.mark.parametrize('decoder', transforms.DECODERS)

@@ -50,7 +50,7 @@ def test_prepare_packs_every_decodable_image_with_its_label(photo_dir, tmp_path)
     assert np.abs(image.astype(float) - expected).mean() < 8
     np.testing.assert_allclose(image.mean((0, 1)), expected.mean((0, 1)), atol=1.0)
   # The statistics beside the shards are those of the packed training images.
-  norm = stats.load_or_compute(packed, d)
+  norm = stats.load_or_compute(packed, d).norm
   direct = stats.compute(original, 64, threads=1).norm
   np.testing.assert_allclose(norm.mean_image, direct.mean_image, atol=1e-3)
   np.testing.assert_allclose(norm.eigvals, direct.eigvals, rtol=1e-4)
@@ -78,7 +78,8 @@ def test_training_pipeline_reads_packed_shards(photo_dir, tmp_path):
   d = _data_config(photo_dir, photo_dir, tmp_path / 'packed')
   prepare.prepare(d, d.packed_dir, splits=('train',))
   packed = sources.Packed(d.packed_dir, 'train')
-  assert stats.load(os.path.join(d.packed_dir, stats.PACKED_STATS)).mean_image.shape == (64, 64, 3)
+  packed_stats = stats.load(os.path.join(d.packed_dir, stats.PACKED_STATS))
+  assert packed_stats.norm.mean_image.shape == (64, 64, 3)
   it = iter(input_pipeline.train_dataset(packed, batch_size=6, seed=0, resize=64, crop=56,
                                          threads=2))
   labels = np.concatenate([next(it)['label'] for _ in range(3)])
