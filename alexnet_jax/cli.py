@@ -7,6 +7,7 @@ config file, `--config=FILE`, and any of its fields can be overridden. Evaluatio
 where its images are can change, `--config.data.FIELD=VALUE`, never the model.
 """
 
+import contextlib
 import difflib
 import os
 import runpy
@@ -16,9 +17,10 @@ from typing import Any, Mapping
 
 import jax
 import ml_collections
-from absl import flags
+from absl import app, flags
 from ml_collections import config_flags
 
+from alexnet_jax import logs
 from alexnet_jax.errors import UserError
 
 
@@ -29,6 +31,23 @@ COMPILATION_CACHE_DIR = '~/.cache/alexnet_jax/jax'
 
 _ONLY_DATA = ("only where the images are can change (--config.data.FIELD=VALUE, e.g. "
               "--config.data.val_dir=/data/val); the model and its recipe are the checkpoint's.")
+
+
+def start(argv: list[str]) -> None:
+  """What every command does first: refuses stray arguments, and keeps the libraries' routine
+  log lines out of the user's way (alexnet_jax.logs)."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logs.quiet_library_logs()
+
+
+@contextlib.contextmanager
+def one_line_errors():
+  """A mistake of the user's (UserError) inside the block ends the command with one line."""
+  try:
+    yield
+  except UserError as e:
+    sys.exit(f'error: {e}')
 
 
 def define_config_file(default: str | None, help_string: str) -> flags.FlagHolder:

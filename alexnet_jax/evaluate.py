@@ -26,7 +26,6 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -38,7 +37,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from alexnet_jax import augment, checkpointing, cli, input_pipeline, logs, sources
+from alexnet_jax import augment, checkpointing, cli, input_pipeline, sources
 from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
                                    view_probabilities)
@@ -264,19 +263,15 @@ def table(result: dict) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logs.quiet_library_logs()
+  cli.start(argv)
   cli.use_compilation_cache()
   steps = list(FLAGS.step) or [None]  # numbers or 'best', read by checkpointing.load
   if not FLAGS.views or set(FLAGS.views) - set(VIEWS):
     raise app.UsageError(f'--views={",".join(FLAGS.views)}: choose from {", ".join(VIEWS)}.')
-  try:
+  with cli.one_line_errors():
     result = evaluate(FLAGS.workdir, steps, views=tuple(FLAGS.views),
                       batch_size=FLAGS.batch_size, overrides=cli.overrides(),
                       images=FLAGS.images, predictions=FLAGS.predictions)
-  except UserError as e:
-    sys.exit(f'error: {e}')
   print(table(result))
   if result['skipped_files']['count']:
     print(f'{result["skipped_files"]["count"]} unreadable files left out (listed in the JSON).')

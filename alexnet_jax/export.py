@@ -13,13 +13,12 @@ output order) and `step`. Read it with `np.load(path)`.
 """
 
 import os
-import sys
 
 import jax
 import numpy as np
 from absl import app, flags
 
-from alexnet_jax import checkpointing, logs
+from alexnet_jax import checkpointing, cli
 from alexnet_jax.errors import UserError
 
 
@@ -54,14 +53,10 @@ def export(path: str, out: str, step: int | str | None = None) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logs.quiet_library_logs()
+  cli.start(argv)
   options = flags.FLAGS
-  try:
+  with cli.one_line_errors():
     print('wrote', export(options.workdir, options.out, options.step))
-  except UserError as e:
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

@@ -23,7 +23,6 @@ A `.caffemodel` is read without Caffe (alexnet_jax.caffe_format); a `.pth` file 
 
 import hashlib
 import os
-import sys
 from typing import Callable, Mapping
 
 import jax
@@ -32,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from alexnet_jax import checkpointing, cli, config_check, logs, optim, train
+from alexnet_jax import checkpointing, cli, config_check, optim, train
 from alexnet_jax.errors import CheckpointError, DataError, UserError
 from alexnet_jax.inference import imagenet_synsets
 from alexnet_jax.model import create_model
@@ -287,14 +286,10 @@ def _write(params: dict, norm: Normalization, config: ml_collections.ConfigDict,
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logs.quiet_library_logs()
+  cli.start(argv)
   options = flags.FLAGS
-  try:
+  with cli.one_line_errors():
     path = import_file(options.weights, options.config, options.workdir, options.mean)
-  except UserError as e:
-    sys.exit(f'error: {e}')
   print(f'wrote {path}: evaluate it with python -m alexnet_jax.evaluate --workdir='
         f'{options.workdir} --config.data.val_dir=/path/to/imagenet/val')
 

@@ -9,13 +9,11 @@ and other clusters JAX finds them itself with --distributed).
 
 import json
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
 
-from alexnet_jax import cli, logs, preemption, train
-from alexnet_jax.errors import UserError
+from alexnet_jax import cli, preemption, train
 
 _CONFIG = cli.define_config_file(None, 'Training config file; --config.FIELD=VALUE overrides '
                                  'a field.')
@@ -36,9 +34,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logs.quiet_library_logs()
+  cli.start(argv)
   cli.use_compilation_cache(_CONFIG.value.compilation_cache_dir)
   given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if _DISTRIBUTED.value or any(v is not None for v in given):
@@ -47,12 +43,11 @@ def main(argv):
   logging.info('Process %d of %d; JAX devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   try:
-    final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    with cli.one_line_errors():
+      final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except preemption.Interrupted as e:
     print(f'{e}: stopped before the first step; nothing new to save.')
     return
-  except UserError as e:
-    sys.exit(f'error: {e}')
   if 'stopped' in final:
     stopped = final['stopped']
     print(f'{stopped["signal"]}: stopped after step {stopped["step"]}, checkpoint '

@@ -20,15 +20,14 @@ import json
 import math
 import os
 import shutil
-import sys
 
 import grain
 import tqdm
 from absl import app, flags, logging
 from array_record.python import array_record_module
 
-from alexnet_jax import cli, input_pipeline, logs, sources, stats, transforms
-from alexnet_jax.errors import DataError, UserError
+from alexnet_jax import cli, input_pipeline, sources, stats, transforms
+from alexnet_jax.errors import DataError
 
 
 def _pack_one(example: dict, size: int, quality: int, decoder: str) -> dict:
@@ -135,13 +134,10 @@ def prepare(data_config, out_dir: str, splits=('train', 'val'), max_images: int 
 
 
 def main(argv):
-  del argv
-  logs.quiet_library_logs()
-  try:
+  cli.start(argv)
+  with cli.one_line_errors():
     info = prepare(flags.FLAGS.config.data, flags.FLAGS.out, tuple(flags.FLAGS.splits),
                    flags.FLAGS.max_images)
-  except UserError as e:
-    sys.exit(f'error: {e}')
   for split, s in info['splits'].items():
     print(f'{split}: {s["images"]} images packed, {len(s["skipped"])} skipped, from {s["source"]}')
 

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import hashlib
 import os
-import sys
 from typing import NamedTuple
 
 import grain
@@ -167,14 +166,11 @@ def load_or_compute(source, data_config) -> Computed:
 
 
 def main(argv):
-  del argv
-  from alexnet_jax import sources  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import cli, sources  # pylint: disable=g-import-not-at-top
+  cli.start(argv)
   config = flags.FLAGS.config
-  try:
-    norm = load_or_compute(sources.train_source(config.data), config.data)
-  except UserError as e:
-    sys.exit(f'error: {e}')
+  with cli.one_line_errors():
+    norm = load_or_compute(sources.train_source(config.data), config.data).norm
   print(f'mean RGB {norm.mean_image.reshape(-1, 3).mean(0).round(2)}, '
         f'eigenvalues {norm.eigvals.round(3)}\neigenvectors (columns)\n{norm.eigvecs.round(4)}')
 
