@@ -40,7 +40,7 @@ from absl import app, flags, logging
 from alexnet_jax import augment, checkpointing, cli, input_pipeline, sources
 from alexnet_jax.errors import DataError, UserError
 from alexnet_jax.inference import (checkpoint_config, display_name, normalization,
-                                   view_probabilities)
+                                   top_classes, view_probabilities)
 from alexnet_jax.model import create_model
 from alexnet_jax.stats import Normalization
 
@@ -69,13 +69,6 @@ def _prepare(loaded: checkpointing.Loaded, overrides: Mapping[str, Any] = Mappin
               else sources.eval_source(data_config, class_names))
   return _Prepared(network=create_model(config.model), params=jax.device_put(loaded.params),
                    source=eval_src, norm=normalization(loaded, data_config), data=data_config)
-
-
-def top_classes(scores, k: int) -> jax.Array:
-  """The k highest-scoring classes of each row, best first (all of them when fewer than k).
-  Equal scores rank by the lower class index, as a stable sort does: training's errors, these
-  errors, the confusion matrix and the predictions file all rank alike."""
-  return jax.lax.top_k(scores, min(k, scores.shape[-1]))[1]
 
 
 def top_k_misses(scores, labels, ks: Sequence[int] = (1, 5)) -> tuple[jax.Array, ...]:

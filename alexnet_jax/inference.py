@@ -227,6 +227,13 @@ class Prediction:
   names: list[list[str]]
 
 
+def top_classes(scores, k: int) -> jax.Array:
+  """The k highest-scoring classes of each row, best first (all of them when fewer than k).
+  Equal scores rank by the lower class index, as a stable sort does: predictions, training's and
+  evaluation's errors, the confusion matrix and the predictions file all rank alike."""
+  return jax.lax.top_k(scores, min(k, scores.shape[-1]))[1]
+
+
 def predict(classifier: Classifier, params, images, top_k: int = 5,
             views: str = 'center') -> Prediction:
   """Classifies raw images (see Classifier.preprocess for what `images` may be).
@@ -236,8 +243,7 @@ def predict(classifier: Classifier, params, images, top_k: int = 5,
   """
   inputs = jnp.asarray(classifier.preprocess(images, views))
   probs = np.asarray(_jitted(view_probabilities, classifier.network)(params, inputs))
-  k = min(top_k, probs.shape[-1])
-  ids = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
+  ids = np.asarray(top_classes(probs, top_k))
   names = classifier.names
   return Prediction(ids=ids, probs=np.take_along_axis(probs, ids, axis=-1),
                     names=[[names[i] for i in row] for row in ids])

@@ -41,8 +41,8 @@ def test_one_ranking_for_training_evaluation_and_the_confusion_matrix():
   labels = np.array([2, 3, 0, 1])
   order = np.argsort(-scores, axis=-1, kind='stable')
   by_hand = [(order[:, :k] != labels[:, None]).all(-1).astype(np.float32) for k in (1, 2, 3)]
-  np.testing.assert_array_equal(evaluate.top_classes(scores, 3), order[:, :3])
-  np.testing.assert_array_equal(evaluate.top_classes(scores, 5), order)  # fewer classes than k
+  np.testing.assert_array_equal(inference.top_classes(scores, 3), order[:, :3])
+  np.testing.assert_array_equal(inference.top_classes(scores, 5), order)  # fewer classes than k
   jitted = jax.jit(evaluate.top_k_misses, static_argnums=2)(scores, labels, (1, 2, 3))
   for misses in (evaluate.top_k_misses(scores, labels, (1, 2, 3)), jitted):
     for got, want in zip(misses, by_hand):
