@@ -11,8 +11,9 @@ The busy run's logged rate (its records' steps over the training time their `ste
 implies) should equal the plain run's wall-clock rate: a clock that counted the compute of the
 steps still queued on the device as paused would log a higher one. The busy run's own
 wall-clock rate is printed beside them: the time its evaluations and saves took. The first
-record of each run holds the compilation and is left out. Results: BENCHMARKS.md, "The logged
-training rate".
+record of each run holds the compilation and is left out. The runs are compared with each other,
+so other work on the machine moves the result: run it on a quiet one. Results: BENCHMARKS.md,
+"The logged training rate".
 """
 
 import json
