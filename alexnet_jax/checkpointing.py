@@ -27,6 +27,7 @@ checkpoint of another model or recipe.
 import dataclasses
 import json
 import os
+from typing import Any, NamedTuple
 
 import grain
 import jax
@@ -169,10 +170,6 @@ def _input_writers(mgr: ocp.CheckpointManager, step: int) -> int | None:
   return None
 
 
-def saved_config(mgr: ocp.CheckpointManager, step: int) -> dict:
-  return mgr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))['config']
-
-
 def _read(mgr: ocp.CheckpointManager, step: int, abstract_state=None):
   """(state, meta, norm) of one step, every array checked against the checksum its save
   recorded (norm None where the checkpoint has none). The arrays land on the shardings of
@@ -192,10 +189,17 @@ def _read(mgr: ocp.CheckpointManager, step: int, abstract_state=None):
   return state, meta, norm
 
 
+class Restored(NamedTuple):
+  """A checkpoint a run resumes from."""
+  step: int
+  state: Any
+  meta: dict
+  config: dict  # the config it was written with, as saved
+
+
 def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collections.ConfigDict,
-                   workdir: str, data_iter=None):
-  """-> (step, state, meta) of the newest checkpoint that reads completely, or None if the
-  workdir has none.
+                   workdir: str, data_iter=None) -> Restored | None:
+  """The newest checkpoint that reads completely, or None if the workdir has none.
 
   A checkpoint written by another config raises CheckpointError (the run is refused, nothing is
   skipped). One whose input position was written by another number of processes restores
@@ -242,7 +246,7 @@ def restore_newest(mgr: ocp.CheckpointManager, abstract_state, config: ml_collec
       logging.warning('Checkpoint step %d (%s) does not read back: %s. It %s; resuming from '
                       'step %d.', s, mgr.directory / str(s), reason,
                       moved.get(s, 'was moved aside by process 0'), step)
-    return step, state, meta
+    return Restored(step, state, meta, saved)
   if damaged:
     listed = '; '.join(f'step {s}: {why}' for s, why in damaged.items())
     raise CheckpointError(

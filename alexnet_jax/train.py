@@ -286,9 +286,9 @@ def _restore_or_init(s: _Setup, mgr) -> _Run:
   finite = _FiniteCheck(config.skip_nonfinite_updates)
   resumed_from = None
   if restored := checkpointing.restore_newest(mgr, state, config, s.workdir, s.train_iter):
-    resumed_from, state, meta = restored
+    resumed_from, state, meta, saved_config = restored
     lr.restore(meta.get('lr_policy', {}))
-    saved_base_lr = checkpointing.saved_config(mgr, resumed_from)['optim']['base_lr']
+    saved_base_lr = saved_config['optim']['base_lr']
     if saved_base_lr != config.optim.base_lr:
       logging.warning('optim.base_lr is %g, the checkpoint was trained with %g: the learning '
                       'rate continues at %g (the new base rate after %d drops).',

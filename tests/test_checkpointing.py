@@ -98,7 +98,7 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_one_before_restored(
   mgr = checkpointing.manager(str(workdir), keep=5)
   it = _iterator()
   with caplog.at_level(logging.WARNING):
-    step, state, meta = checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir), it)
+    step, state, meta, _ = checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir), it)
   assert step == 2 and meta == {'class_names': ['a', 'b']}
   np.testing.assert_array_equal(state['params']['fc']['kernel'],
                                 _state(2)['params']['fc']['kernel'])
@@ -302,7 +302,7 @@ def test_two_device_checkpoint_resumes_onto_a_one_device_mesh(two_device_run, sh
   target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes,
                         sharding.state_shardings(shapes, mesh))
   mgr = checkpointing.manager(workdir, config.keep_checkpoints)
-  step, state, meta = checkpointing.restore_newest(mgr, target, config, workdir)
+  step, state, meta, _ = checkpointing.restore_newest(mgr, target, config, workdir)
   checkpointing.finish(mgr)
   # Read back whole: the checksums the two-device run recorded match these arrays.
   assert step == 6 and int(state.step) == 6 and len(meta['class_names']) == 10
@@ -377,7 +377,8 @@ def test_a_passing_read_error_is_tried_again_and_costs_nothing(synthetic_run, tm
   calls = _failing_restore(monkeypatch, OSError(errno.EIO, 'Input/output error'), times=2)
   mgr = checkpointing.manager(str(workdir), keep=5)
   with caplog.at_level(logging.WARNING):
-    step, _, _ = checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir), _iterator())
+    step, _, _, _ = checkpointing.restore_newest(mgr, _state(0), CONFIG, str(workdir),
+                                                 _iterator())
   assert step == 3 and len(calls) == 2
   assert 'trying again' in caplog.text and not os.path.exists(workdir / 'checkpoints_damaged')
 
