@@ -42,9 +42,6 @@ from alexnet_jax.errors import CheckpointError
 from alexnet_jax.stats import Normalization
 
 ITEMS = ('state', 'config', 'meta', 'norm', 'data_iter')
-# A saved config against today's (migrations.py), where the readers of checkpoints ask for it.
-check_compatible = migrations.check_compatible
-ADDED_FIELDS = migrations.ADDED_FIELDS  # fine_tune.py fills in an older checkpoint's model too
 
 
 def absolute(workdir: str) -> str:

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from alexnet_jax import checkpointing
+from alexnet_jax import checkpointing, migrations
 from alexnet_jax.errors import CheckpointError
 
 # Model fields that only say how a network is initialized or trained, not what it computes.
@@ -25,14 +25,10 @@ _OUTPUT = 'fc8'
 
 def _differing_fields(saved: ml_collections.ConfigDict, model: ml_collections.ConfigDict
                       ) -> list[str]:
-  saved, model = saved.to_dict(), model.to_dict()
-  for field, value in checkpointing.ADDED_FIELDS.items():  # checkpoints older than a field
-    if field.startswith('model.') and field[6:] in model:
-      saved.setdefault(field[6:], value)
-  norm = lambda v: list(v) if isinstance(v, (list, tuple)) else v
-  return [f'model.{k}: checkpoint {saved.get(k)!r}, config {model.get(k)!r}'
-          for k in sorted((set(saved) | set(model)) - _FREE)
-          if norm(saved.get(k)) != norm(model.get(k))]
+  old, new = migrations.comparable({'model': saved.to_dict()}, {'model': model.to_dict()})
+  return [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
+          for k in sorted(set(old) | set(new))
+          if k.split('.', 1)[1] not in _FREE and old.get(k) != new.get(k)]
 
 
 def _flat(params) -> dict[str, jax.Array]:

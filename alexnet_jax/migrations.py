@@ -41,10 +41,18 @@ def without_retired(saved: dict) -> dict:
   return {**saved, 'model': model} if 'model' in saved else dict(saved)
 
 
+def comparable(saved: dict, current: dict) -> tuple[dict, dict]:
+  """A saved config and today's, each flattened to {'model.width': ..., ...} (tuples as lists),
+  the saved one read as today's code reads it: without the retired fields, and with each field
+  added since that `current` has, at the value the older code behaved as."""
+  old, new = _flatten(without_retired(saved)), _flatten(current)
+  old.update({k: v for k, v in ADDED_FIELDS.items() if k in new and k not in old})
+  return old, new
+
+
 def check_compatible(saved: dict, config: ml_collections.ConfigDict, where: str) -> None:
   """Raises CheckpointError if the checkpoint was trained with a different model or recipe."""
-  old, new = _flatten(without_retired(saved)), _flatten(json.loads(config.to_json()))
-  old.update({k: v for k, v in ADDED_FIELDS.items() if k in new and k not in old})
+  old, new = comparable(saved, json.loads(config.to_json()))
   diffs = [f'{k}: checkpoint {old.get(k)!r}, config {new.get(k)!r}'
            for k in sorted(set(old) | set(new))
            if old.get(k) != new.get(k)

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from alexnet_jax import checkpointing, config_check, optim
+from alexnet_jax import config_check, migrations, optim
 from alexnet_jax.errors import CheckpointError, ConfigError
 from configs import imagenette
 from configs import paper as paper_config
@@ -244,11 +244,11 @@ def test_default_fc8_lr_scale_is_the_paper_optimizer_and_state():
   assert imagenette.get_config().optim.fc8_lr_scale == 1.0
   saved = json.loads(paper_config.get_config().to_json())
   del saved['optim']['fc8_lr_scale'], saved['model']['positive_bias']
-  checkpointing.check_compatible(saved, paper_config.get_config(), 'old')
+  migrations.check_compatible(saved, paper_config.get_config(), 'old')
   scaled = paper_config.get_config()
   scaled.optim.fc8_lr_scale = 0.01
   with pytest.raises(CheckpointError, match='optim.fc8_lr_scale'):
-    checkpointing.check_compatible(saved, scaled, 'old')
+    migrations.check_compatible(saved, scaled, 'old')
 
 
 @pytest.mark.parametrize('arch,value', [('alexnet', 0.0), ('alexnet', -1.0), ('cifar_cnn', 0.5)])
