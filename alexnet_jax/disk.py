@@ -46,24 +46,29 @@ def os_error_code(exc: BaseException | None) -> int | None:
   return None
 
 
+_FREE_SPACE = ('Free space there (or lower --config.keep_checkpoints, or use a --workdir on a '
+               'larger disk)')
+
+
+def _then_rerun(intact: int | None) -> str:
+  """What running the same command again does, from the newest intact checkpoint."""
+  return ('then run the same command again: ' +
+          (f'it resumes from step {intact}, the newest checkpoint, which is intact'
+           if intact is not None else 'no earlier checkpoint exists, so it starts over'))
+
+
 def write_error(mgr: ocp.CheckpointManager, step: int | None,
                 exc: BaseException) -> CheckpointError | None:
   """The CheckpointError for a write that the file system refused, or None for another error."""
   code = os_error_code(exc)
   if code not in _REFUSED:
     return None
-  if code in _NO_SPACE:
-    todo = ('Free space there (or lower --config.keep_checkpoints, or use a --workdir on a '
-            'larger disk)')
-  else:
-    todo = 'Make the folder writable for this user (or use another --workdir)'
+  todo = (_FREE_SPACE if code in _NO_SPACE
+          else 'Make the folder writable for this user (or use another --workdir)')
   mgr.reload()  # what is finalized on disk, without the step that failed
-  intact = mgr.latest_step()
-  resume = (f'it resumes from step {intact}, the newest checkpoint, which is intact'
-            if intact is not None else 'no earlier checkpoint exists, so it starts over')
   return CheckpointError(
       f'Checkpoint step {step} could not be written to {mgr.directory}: {_REFUSED[code]} '
-      f'({os.strerror(code)}). {todo}, then run the same command again: {resume}.')
+      f'({os.strerror(code)}). {todo}, {_then_rerun(mgr.latest_step())}.')
 
 
 def _folder_bytes(path: str) -> int:
@@ -92,7 +97,5 @@ def check_space(mgr: ocp.CheckpointManager, step: int) -> None:
   if free < need:
     raise CheckpointError(
         f'Checkpoint step {step} was not written: {free} MiB are free on the disk of '
-        f'{mgr.directory}, and a checkpoint takes {need} MiB (step {latest}). Free space there '
-        '(or lower --config.keep_checkpoints, or use a --workdir on a larger disk), then run the '
-        f'same command again: it resumes from step {latest}, the newest checkpoint, which is '
-        'intact.')
+        f'{mgr.directory}, and a checkpoint takes {need} MiB (step {latest}). {_FREE_SPACE}, '
+        f'{_then_rerun(latest)}.')
