@@ -122,11 +122,11 @@ def probabilities(loaded: checkpointing.Loaded, views: str, batch_size: int,
 def per_class(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
   """Each class's top-1 and top-5 accuracy (None for a class without images), its image count,
   and the confusion matrix: row = true class, column = top-1 prediction."""
+  order = np.asarray(top_classes(probs, 5))  # one ranking for the matrix and the top-5 hits
   confusion = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(confusion, (labels, np.asarray(top_classes(probs, 1))[:, 0]), 1)
+  np.add.at(confusion, (labels, order[:, 0]), 1)
   images = confusion.sum(1)
-  top5 = np.bincount(labels[np.asarray(top_k_misses(probs, labels, (5,))[0]) == 0],
-                     minlength=num_classes)
+  top5 = np.bincount(labels[(order == labels[:, None]).any(-1)], minlength=num_classes)
   acc = lambda hits: [float(h / n) if n else None for h, n in zip(hits, images)]
   return {'per_class_top1_acc': acc(np.diag(confusion)), 'per_class_top5_acc': acc(top5),
           'per_class_images': images.tolist(), 'confusion': confusion.tolist()}
