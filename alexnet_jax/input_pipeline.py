@@ -111,13 +111,9 @@ def _read_decode_cut(records: list[tuple[int, int]], *, source, seed: int, size:
   return batch
 
 
-def _shard(ds: grain.MapDataset, index: int | None = None,
-           count: int | None = None) -> grain.MapDataset:
-  """Each JAX process (or `index` of `count`) reads a disjoint, interleaved part of the
-  (shuffled) examples."""
-  index = jax.process_index() if index is None else index
-  count = jax.process_count() if count is None else count
-  return ds[index::count]
+def _shard(ds: grain.MapDataset) -> grain.MapDataset:
+  """Each JAX process reads a disjoint, interleaved part of the (shuffled) examples."""
+  return ds[jax.process_index()::jax.process_count()]
 
 
 def in_workers(it: grain.IterDataset, workers: int) -> grain.IterDataset:
@@ -143,8 +139,8 @@ def _batched(ds: grain.MapDataset, batch_size: int, read, threads: int) -> grain
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads))
 
 
-def decoded_batches(source, indices: grain.MapDataset, batch_size: int, size: int, decoder: str,
-             threads: int, with_index: bool = False) -> grain.IterDataset:
+def decoded_batches(source, indices: grain.MapDataset, batch_size: int, size: int,
+                    decoder: str, threads: int, with_index: bool = False) -> grain.IterDataset:
   """The records at `indices`, `batch_size` at a time, each batch read and decoded into one
   array (smaller where records were skipped)."""
   return _batched(indices, batch_size, functools.partial(
